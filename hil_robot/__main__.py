@@ -1,0 +1,5 @@
+import sys
+
+from hil_robot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,162 @@
+"""``hil-robot`` command line. One plain dict maps each command to ``module:function``; modules are
+imported only when their command runs, so ``hil-robot controller`` never imports torch.
+
+Each command function takes ``argv: list[str]`` (everything after the command name) and returns an
+exit code. Arguments are Hydra overrides (``sim.image_height=64``), command options
+(``episodes=5``) and short aliases (``task=push_target`` -> ``sim.task=push_target``); see
+``parse_command_args``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any, Callable, Mapping, Sequence
+
+from hil_robot.config import ConfigError, RootConfig, load_config
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: ("module:function", one-line help)
+    "sim-demo": ("sim.cli:sim_demo", "run the scripted expert (or a noisy one) under the simulated operator"),
+    "collect-demos": ("hil_robot.data.cli:collect_demos", "record scripted-expert demos into an episode store"),
+    "inspect": ("hil_robot.data.cli:inspect", "table of the episodes in a store"),
+    "export": ("hil_robot.data.cli:export", "export a store (--format lerobot)"),
+    "render": ("hil_robot.data.cli:render", "render an episode of a store to mp4"),
+    "serve-policy": ("hil_robot.transport.cli:serve_policy", "host a policy behind a zmq endpoint"),
+    "keys": ("hil_robot.transport.cli:keys", "generate ZMQ CURVE key pairs"),
+    "controller": ("hil_robot.control.cli:controller", "run the control loop against the sim robot"),
+    "train-bc": ("hil_robot.learn.cli:train_bc", "train the VLA with (weighted) BC from a store"),
+    "learner": ("hil_robot.learn.cli:learner", "background learner: tail a store, train, publish weights"),
+    "run": ("hil_robot.run:run", "the embedded sim human-in-the-loop run (main job)"),
+    "eval": ("hil_robot.run:evaluate", "operator-free evaluation of a checkpoint"),
+    "report": ("hil_robot.run:report", "redraw the plots of a run directory"),
+    "teleop": ("teleop.cli:teleop", "drive the sim robot with an operator device"),
+    "launch": ("hil_robot.launch:launch", "start an experiment's node graph as supervised processes"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: hil-robot COMMAND [key=value ...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Any Hydra override (group=option, a.b=value) composes configs/ (see README)."]
+    return "\n".join(lines)
+
+
+def parse_command_args(
+    argv: Sequence[str],
+    options: Mapping[str, Any] | None = None,
+    aliases: Mapping[str, str] | None = None,
+    positional: Sequence[str] = (),
+) -> tuple[dict[str, Any], RootConfig]:
+    """Split ``argv`` into command options and Hydra overrides; compose and validate the config.
+
+    options: name -> default value (its type converts the string); e.g. {"episodes": 5}.
+    aliases: short key -> config key, e.g. {"task": "sim.task"}.
+    positional: names for leading bare arguments (e.g. ("path",)).
+    Flags written ``--name value`` or ``--name=value`` are accepted for options too.
+    ROS 2 argument blocks (``--ros-args ... [--]``) are stripped first.
+    """
+    options = dict(options or {})
+    aliases = dict(aliases or {})
+    args = strip_ros_args(list(argv))
+    out: dict[str, Any] = dict(options)
+    overrides: list[str] = []
+    pos_names = list(positional)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--"):
+            key, eq, value = arg[2:].partition("=")
+            key = key.replace("-", "_")
+            if not eq:
+                if i + 1 >= len(args):
+                    raise ConfigError(f"option --{key} needs a value")
+                value = args[i + 1]
+                i += 1
+            arg = f"{key}={value}"
+        key, eq, value = arg.partition("=")
+        if not eq:
+            if pos_names:
+                out[pos_names.pop(0)] = arg
+                i += 1
+                continue
+            raise ConfigError(f"unexpected argument {arg!r}; use key=value (options: {', '.join(options) or 'none'})")
+        if key in options:
+            out[key] = _coerce(key, value, options[key])
+        elif key in aliases:
+            overrides.append(f"{aliases[key]}={value}")
+        else:
+            overrides.append(arg)
+        i += 1
+    if pos_names:
+        raise ConfigError(f"missing argument(s): {', '.join(pos_names)}")
+    return out, load_config(overrides)
+
+
+def strip_ros_args(argv: list[str]) -> list[str]:
+    """Remove ``--ros-args ... [--]`` blocks that ROS 2 appends to node command lines."""
+    out, skipping = [], False
+    for arg in argv:
+        if arg == "--ros-args":
+            skipping = True
+            continue
+        if skipping:
+            if arg == "--":
+                skipping = False
+            continue
+        out.append(arg)
+    return out
+
+
+def _coerce(key: str, value: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        raise ConfigError(f"option {key}={value!r} must be a {type(default).__name__}") from None
+    return value
+
+
+def resolve(name: str) -> Callable[[list[str]], int]:
+    target, _ = COMMANDS[name]
+    module_name, func_name = target.split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"hil-robot: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    try:
+        func = resolve(name)
+    except ModuleNotFoundError as e:
+        print(f"hil-robot {name}: cannot import {e.name!r}; run `make setup` to install everything", file=sys.stderr)
+        return 2
+    try:
+        return int(func(rest) or 0)
+    except ConfigError as e:
+        print(f"hil-robot {name}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hil-robot {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Policy settings: which policy, where its checkpoint is, how its chunks are executed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hil_robot.config._build import choice, positive
+
+POLICIES = ("vla", "expert", "noisy_expert", "random", "remote")
+
+
+@dataclasses.dataclass
+class PolicyConfig:
+    name: str = "vla"
+    checkpoint: str = ""  # directory with model.safetensors + config.json; "" = fresh weights
+    action_horizon: int = 10  # H: actions per chunk
+    n_action_steps: int = 5  # actions executed from each chunk before the next one is used
+    temporal_ensembling: bool = False
+    head: str = "l1"  # l1 (ACT-style chunk regression) | flow (pi0-style flow matching)
+    size: str = "cpu"  # cpu | gpu: preset model width
+    noise_std: float = 0.0  # noisy_expert only
+    pretrained_backbone: str = ""  # local path to vision backbone weights (no hub downloads)
+
+    def __post_init__(self) -> None:
+        choice("policy.name", self.name, POLICIES)
+        choice("policy.head", self.head, ("l1", "flow"))
+        choice("policy.size", self.size, ("cpu", "gpu"))
+        positive("policy.action_horizon", self.action_horizon)
+        positive("policy.n_action_steps", self.n_action_steps)
+        if self.n_action_steps > self.action_horizon:
+            from hil_robot.config._build import ConfigError
+
+            raise ConfigError(
+                f"policy.n_action_steps={self.n_action_steps} must be <= policy.action_horizon={self.action_horizon}"
+            )

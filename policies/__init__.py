@@ -1,0 +1,1 @@
+"""Models: the VLA, the progress critic, RL heads; registry; checkpoints."""

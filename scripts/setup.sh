@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One-time set-up, re-run cheaply: system packages (when root and missing), .venv/ with the project
+# and all extras, and the npm pieces used by the browser tests. Reuses a complete .venv/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+
+bash scripts/install_system_deps.sh
+
+stamp="$VENV/.hil_robot_setup"
+want=$(cat pyproject.toml scripts/setup.sh $(ls tests/browser/package.json 2>/dev/null) | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/hil-robot" ]; then
+  exit 0
+fi
+
+echo "[setup] creating/updating $VENV"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# torch first and pinned: a bare requirement would pull a multi-GB CUDA build.
+"$VENV/bin/python" -m pip install -q "torch==2.13.0"
+"$VENV/bin/python" -m pip install -q -e ".[all]"
+
+if [ -f tests/browser/package.json ] && command -v npm >/dev/null; then
+  echo "[setup] npm install (tests/browser)"
+  (cd tests/browser && npm install --no-audit --no-fund --silent)
+fi
+echo "$want" > "$stamp"
+echo "[setup] done"

@@ -1,0 +1,1 @@
+"""MuJoCo world: scenes, tasks, Gymnasium envs, scripted expert, simulated operator."""

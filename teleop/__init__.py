@@ -1,0 +1,1 @@
+"""Operator devices, pose mapping, intervention state machine, operator web screen."""
