@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hil_robot.config._build import ConfigError, build, choice, in_range, positive
+from hil_robot.config.control import ControlConfig
 from hil_robot.config.experiment import ExperimentConfig
 from hil_robot.config.learner import LearnerConfig, SiriusWeights
 from hil_robot.config.policy import PolicyConfig
@@ -24,7 +25,7 @@ from hil_robot.config.transport import TransportConfig
 __all__ = [
     "ConfigError", "RootConfig", "load_config", "config_dir", "build", "choice", "in_range", "positive",
     "ExperimentConfig", "LearnerConfig", "SiriusWeights", "PolicyConfig", "RobotConfig", "SafetyConfig",
-    "SimConfig", "SimOperatorConfig", "TeleopConfig", "TransportConfig",
+    "SimConfig", "SimOperatorConfig", "TeleopConfig", "TransportConfig", "ControlConfig",
 ]
 
 
@@ -37,6 +38,7 @@ class RootConfig:
     learner: LearnerConfig = dataclasses.field(default_factory=LearnerConfig)
     teleop: TeleopConfig = dataclasses.field(default_factory=TeleopConfig)
     transport: TransportConfig = dataclasses.field(default_factory=TransportConfig)
+    control: ControlConfig = dataclasses.field(default_factory=ControlConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

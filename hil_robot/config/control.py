@@ -1,0 +1,43 @@
+"""Controller settings: loop timing, chunk execution, arbitration and logging (DESIGN §2).
+
+Safety limits live with the robot (``robot.safety``) because they belong to the hardware; these
+are the loop's own knobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hil_robot.config._build import ConfigError, choice, in_range, positive
+
+
+@dataclasses.dataclass
+class ControlConfig:
+    obs_max_age_s: float = 0.25  # an observation older than this is not used: the tick holds
+    request_lead_steps: int = 2  # ask for the next chunk when this many planned steps remain
+    max_policy_wait_s: float = 0.04  # a tick with no planned action waits this long for a reply
+    temporal_ensembling: bool | None = None  # None: take policy.temporal_ensembling
+    ensemble_decay: float = 0.01  # ACT weights exp(-decay * i), i = 0 for the oldest chunk
+    handback_max_delta: float = 0.2  # normalised units per tick when the policy takes back over
+    pre_intervention_k: int = 15  # autonomous steps before a takeover relabelled (by the Recorder)
+    takeover_segment: str = "recovery"  # segment of a takeover that does not name one
+    deadline_slack_frac: float = 0.1  # a tick whose command leaves later than this * period is a miss
+    log_every_s: float = 10.0  # counters to the log this often (and at every episode end)
+    estop_key: str = "x"  # controller CLI: this key (then Enter) latches the e-stop
+    reset_key: str = "r"  # ... and this one clears it (explicit reset)
+
+    def __post_init__(self) -> None:
+        positive("control.obs_max_age_s", self.obs_max_age_s)
+        positive("control.request_lead_steps", self.request_lead_steps, allow_zero=True)
+        positive("control.max_policy_wait_s", self.max_policy_wait_s, allow_zero=True)
+        positive("control.ensemble_decay", self.ensemble_decay, allow_zero=True)
+        in_range("control.handback_max_delta", self.handback_max_delta, 1e-3, 2.0)
+        positive("control.pre_intervention_k", self.pre_intervention_k, allow_zero=True)
+        choice("control.takeover_segment", self.takeover_segment, ("recovery", "correction"))
+        in_range("control.deadline_slack_frac", self.deadline_slack_frac, 0.0, 1.0)
+        positive("control.log_every_s", self.log_every_s)
+        for k in ("estop_key", "reset_key"):
+            if len(getattr(self, k)) != 1:
+                raise ConfigError(f"control.{k}={getattr(self, k)!r} must be a single character")
+        if self.estop_key == self.reset_key:
+            raise ConfigError("control.estop_key and control.reset_key must differ")
