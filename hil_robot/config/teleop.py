@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from hil_robot.config._build import choice, in_range, positive
+from hil_robot.config._build import ConfigError, choice, in_range, positive
 
 DEVICES = ("sim_operator", "keyboard", "spacemouse", "gamepad", "openxr", "webxr", "none")
 
@@ -29,11 +29,40 @@ class TeleopConfig:
     translation_scale: float = 1.0  # VR/SpaceMouse motion -> robot motion
     rotation_scale: float = 1.0
     deadzone: float = 0.05
-    http_port: int = 8443  # operator screen / WebXR page (HTTPS)
+    http_port: int = 8443  # operator screen / WebXR page (HTTPS + WSS on the same port)
     sim_operator: SimOperatorConfig = dataclasses.field(default_factory=SimOperatorConfig)
+    # --- arbitration
+    dof_mask: tuple[bool, bool, bool, bool, bool, bool, bool] = (True,) * 7  # DoFs the operator owns in takeover
+    auto_takeover: bool = True  # grabbing the device (clutch / motion) while autonomous starts a takeover
+    demo: bool = False  # whole episode teleoperated (segment 'demo'); no policy to hand back to
+    # --- twist devices (SpaceMouse, keyboard, gamepad)
+    dominant_axis: bool = False  # keep only the strongest axis
+    silence_s: float = 0.05  # no report for this long -> zero motion
+    spacemouse_path: str = ""  # hidraw path; "" = first 3Dconnexion device found
+    gamepad_path: str = "/dev/input/js0"
+    key_hold_s: float = 0.12  # a key counts as held this long after its last (auto-repeat) byte
+    # --- VR (OpenXR and WebXR share the pose mapping)
+    hand: str = "right"  # controller that drives the arm
+    operator_yaw_deg: float = 0.0  # operator's heading about base z (0 = standing behind the robot, facing +x)
+    jump_guard_m: float = 0.05  # controller samples further apart than this are ignored
+    jump_guard_deg: float = 35.0
+    openxr_headless: bool = True  # use XR_MND_headless when the runtime offers it
+    # --- web (WebXR page + operator screen)
+    http_host: str = "127.0.0.1"  # 0.0.0.0 to let a headset on the LAN connect
+    cert_dir: str = "~/.cache/hil_robot/teleop_cert"  # self-signed certificate made on first run
+    screen_fps: float = 10.0  # camera frames pushed to the operator screen
 
     def __post_init__(self) -> None:
         choice("teleop.device", self.device, DEVICES)
         positive("teleop.translation_scale", self.translation_scale)
         positive("teleop.rotation_scale", self.rotation_scale)
         in_range("teleop.deadzone", self.deadzone, 0.0, 0.9)
+        in_range("teleop.http_port", self.http_port, 0, 65535)
+        if len(self.dof_mask) != 7:
+            raise ConfigError(f"teleop.dof_mask must have 7 booleans [dx,dy,dz,drx,dry,drz,gripper], got {len(self.dof_mask)}")
+        positive("teleop.silence_s", self.silence_s)
+        positive("teleop.key_hold_s", self.key_hold_s)
+        choice("teleop.hand", self.hand, ("left", "right"))
+        positive("teleop.jump_guard_m", self.jump_guard_m)
+        in_range("teleop.jump_guard_deg", self.jump_guard_deg, 1.0, 180.0)
+        positive("teleop.screen_fps", self.screen_fps)
