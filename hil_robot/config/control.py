@@ -19,7 +19,6 @@ class ControlConfig:
     temporal_ensembling: bool | None = None  # None: take policy.temporal_ensembling
     ensemble_decay: float = 0.01  # ACT weights exp(-decay * i), i = 0 for the oldest chunk
     handback_max_delta: float = 0.2  # normalised units per tick when the policy takes back over
-    pre_intervention_k: int = 15  # autonomous steps before a takeover relabelled (by the Recorder)
     takeover_segment: str = "recovery"  # segment of a takeover that does not name one
     deadline_slack_frac: float = 0.1  # a tick whose command leaves later than this * period is a miss
     log_every_s: float = 10.0  # counters to the log this often (and at every episode end)
@@ -32,7 +31,6 @@ class ControlConfig:
         positive("control.max_policy_wait_s", self.max_policy_wait_s, allow_zero=True)
         positive("control.ensemble_decay", self.ensemble_decay, allow_zero=True)
         in_range("control.handback_max_delta", self.handback_max_delta, 1e-3, 2.0)
-        positive("control.pre_intervention_k", self.pre_intervention_k, allow_zero=True)
         choice("control.takeover_segment", self.takeover_segment, ("recovery", "correction"))
         in_range("control.deadline_slack_frac", self.deadline_slack_frac, 0.0, 1.0)
         positive("control.log_every_s", self.log_every_s)
