@@ -1,0 +1,341 @@
+"""Replay buffer over episode stores: bounded memory, Sirius weights, RLPD views (numpy only).
+
+Memory layout: one preallocated row pool. Each step of an episode takes a row; an episode that
+ended with a recorded final observation takes one more row for it. Images are decoded once on
+insert into ``uint8 [capacity, H, W, 3]`` arrays (so a batch is one fancy-index per camera, no
+per-sample decoding); the pool never exceeds ``capacity_steps`` rows (~98 kB per row with two
+128x128 cameras; pages are only touched when used). Evicting an episode returns its rows to a
+free list, so any strategy works without moving data.
+
+Transitions: row t pairs with ``next_row[t]`` = step t+1 of the same episode, or the final-
+observation row after the last step. At the last step ``done`` is the record's terminal flag
+(no bootstrap) and ``truncated`` = not done (time limit or cut-off: bootstrap from next_obs). A
+last step that is not terminal and has no final observation cannot be bootstrapped correctly and
+is not sampled (pass ``final_observation`` to ``Recorder.end_episode``).
+
+Views: ``bc`` (everything but perturbation; Sirius weights), ``offline`` (demo + recovery +
+correction), ``online`` (every step of non-demo episodes; interventions are in both), ``all``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+
+from hil_robot.config.learner import SiriusWeights
+from hil_robot.data import codec as codecs
+from hil_robot.data import memory
+from hil_robot.data.episode import Episode
+from hil_robot.types import ACTION_DIM, IMAGE_PREFIX, SEGMENT_INDEX, Segment
+
+log = logging.getLogger(__name__)
+
+VIEWS = ("bc", "offline", "online", "all")
+_DEMO, _PERT = SEGMENT_INDEX[Segment.DEMO], SEGMENT_INDEX[Segment.PERTURBATION]
+_OFFLINE_SEGMENTS = [SEGMENT_INDEX[Segment.DEMO], SEGMENT_INDEX[Segment.RECOVERY], SEGMENT_INDEX[Segment.CORRECTION]]
+
+
+@dataclasses.dataclass
+class _Held:
+    rows: np.ndarray  # int64 [n] rows of steps 0..n-1
+    final_row: int  # -1 if no final observation
+    store_index: int
+    episode_index: int
+    episode_id: str
+    order: int
+    intervention_steps: int
+    is_demo: bool
+    success: bool
+
+
+class ReplayBuffer:
+    """Bounded replay of whole episodes.
+
+    capacity_steps: rows in the pool (steps + one final-observation row per episode that has one).
+    strategy: fifo | filo | lifo_intervention | mifo_intervention (see ``memory``).
+    """
+
+    def __init__(
+        self,
+        capacity_steps: int,
+        strategy: str = "fifo",
+        *,
+        sirius: SiriusWeights | None = None,
+        keep_demos: bool = True,
+        seed: int | None = None,
+    ):
+        if strategy not in memory.STRATEGIES:
+            raise ValueError(f"unknown memory strategy {strategy!r}; choose one of {', '.join(memory.STRATEGIES)}")
+        if capacity_steps <= 0:
+            raise ValueError(f"capacity_steps must be > 0, got {capacity_steps}")
+        self.capacity = int(capacity_steps)
+        self.strategy = strategy
+        self.sirius = sirius or SiriusWeights()
+        self.keep_demos = keep_demos
+        self.rng = np.random.default_rng(seed)
+        self.held: dict[int, _Held] = {}  # slot -> episode
+        self.evicted: list[tuple[int, str]] = []  # (store_index, episode_id) in eviction order
+        self._next_slot = 0
+        self._order = 0
+        self._free = list(range(self.capacity - 1, -1, -1))  # pop() hands out rows 0, 1, 2, ...
+        self._images: dict[str, np.ndarray] = {}
+        self._obs: dict[str, np.ndarray] = {}  # numeric observation arrays, e.g. state, task_state
+        self._instructions: list[str] = []
+        self._instruction_ids: dict[str, int] = {}
+        R = self.capacity
+        self._action = np.zeros((R, ACTION_DIM), np.float32)
+        self._action_policy = np.zeros((R, ACTION_DIM), np.float32)
+        self._reward = np.zeros(R, np.float32)
+        self._done = np.zeros(R, np.float32)
+        self._truncated = np.zeros(R, np.float32)
+        self._segment = np.zeros(R, np.int8)
+        self._source = np.zeros(R, np.int8)
+        self._step = np.zeros(R, np.int64)
+        self._slot = np.full(R, -1, np.int64)
+        self._instr = np.zeros(R, np.int32)
+        self._next = np.arange(R, dtype=np.int64)  # next observation row
+        self._succ = np.full(R, -1, np.int64)  # row of the next *step* (-1 at the end), for action chunks
+        self._sampleable = np.zeros(R, bool)
+        self._views: dict[str, np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ filling
+
+    @property
+    def num_steps(self) -> int:
+        return sum(len(h.rows) for h in self.held.values())
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.held)
+
+    @property
+    def cameras(self) -> list[str]:
+        return sorted(self._images)
+
+    def memory_bytes(self) -> int:
+        """Bytes the pool can grow to (images + per-row fields)."""
+        per_row = sum(a[0].nbytes for a in self._images.values()) + sum(a[0].nbytes for a in self._obs.values()) + 100
+        return per_row * self.capacity
+
+    def insert(self, ep: Episode, store_index: int = 0) -> bool:
+        """Add an episode (evicting others by the strategy if needed). False if it cannot fit/match."""
+        n = len(ep)
+        has_final = ep.final_obs is not None
+        need = n + int(has_final)
+        if n == 0:
+            return False
+        if need > self.capacity:
+            log.warning("episode %r has %d steps, more than the replay capacity %d; skipped", ep.meta.episode_id, n, self.capacity)
+            return False
+        self._ensure_layout(ep)
+        if not self._matches(ep):
+            log.error("episode %r has other cameras/shapes/obs keys than the replay holds; skipped", ep.meta.episode_id)
+            return False
+        while len(self._free) < need:
+            self._evict_one()
+        rows = np.array([self._free.pop() for _ in range(need)], np.int64)
+        step_rows, final_row = rows[:n], (int(rows[n]) if has_final else -1)
+        for cam, arr in self._images.items():
+            blobs, shape = ep.images[cam], ep.image_shapes[cam]
+            for i, r in enumerate(step_rows):
+                codecs.decode_frame(blobs[i], ep.codec, shape, arr[r])
+            if has_final:
+                codecs.decode_frame(ep.final_obs[IMAGE_PREFIX + cam], ep.codec, shape, arr[final_row])
+        for key, arr in self._obs.items():
+            arr[step_rows] = ep.columns["obs/" + key]
+            if has_final:
+                arr[final_row] = ep.final_obs["obs/" + key]
+        c = ep.columns
+        slot = self._next_slot
+        self._next_slot += 1
+        self._action[step_rows] = c["action_executed"]
+        self._action_policy[step_rows] = c["action_policy"]
+        self._reward[step_rows] = c["reward"]
+        self._segment[step_rows] = c["segment"]
+        self._source[step_rows] = c["source"]
+        self._step[step_rows] = np.arange(n)
+        self._slot[step_rows] = slot
+        self._instr[step_rows] = [self._instruction_id(s) for s in c["instruction"]]
+        terminal = bool(c["done"][-1])
+        self._done[step_rows] = 0.0
+        self._truncated[step_rows] = 0.0
+        self._done[step_rows[-1]] = float(terminal)
+        self._truncated[step_rows[-1]] = float(not terminal)
+        self._succ[step_rows[:-1]] = step_rows[1:]
+        self._succ[step_rows[-1]] = -1
+        self._next[step_rows[:-1]] = step_rows[1:]
+        self._next[step_rows[-1]] = final_row if has_final else step_rows[-1]
+        self._sampleable[step_rows] = True
+        self._sampleable[step_rows[-1]] = terminal or has_final
+        if has_final:
+            self._slot[final_row] = slot
+            self._sampleable[final_row] = False
+        seg = np.asarray(c["segment"])
+        inter = int(np.isin(seg, [SEGMENT_INDEX[Segment.RECOVERY], SEGMENT_INDEX[Segment.CORRECTION]]).sum())
+        self.held[slot] = _Held(
+            rows=step_rows, final_row=final_row, store_index=store_index, episode_index=ep.index,
+            episode_id=ep.meta.episode_id, order=self._order, intervention_steps=inter,
+            is_demo=bool((seg == _DEMO).mean() > 0.5), success=bool(ep.meta.success),
+        )
+        self._order += 1
+        self._views = None
+        return True
+
+    def _ensure_layout(self, ep: Episode) -> None:
+        if self._images or self._obs:
+            return
+        R = self.capacity
+        for cam in ep.cameras:
+            self._images[cam] = np.zeros((R, *ep.image_shapes[cam]), np.uint8)  # calloc: pages on first use
+        for key, kind in ep.header_obs_kinds.items():
+            if kind == "array" and key != "timestamp_s":
+                col = np.asarray(ep.columns["obs/" + key])
+                dtype = np.float32 if np.issubdtype(col.dtype, np.floating) else col.dtype
+                self._obs[key] = np.zeros((R, *col.shape[1:]), dtype)
+
+    def _matches(self, ep: Episode) -> bool:
+        if sorted(ep.images) != sorted(self._images):
+            return False
+        if any(tuple(ep.image_shapes[c]) != self._images[c].shape[1:] for c in self._images):
+            return False
+        return all(
+            "obs/" + k in ep.columns and np.shape(ep.columns["obs/" + k])[1:] == a.shape[1:] for k, a in self._obs.items()
+        )
+
+    def _instruction_id(self, text: str) -> int:
+        i = self._instruction_ids.get(text)
+        if i is None:
+            i = self._instruction_ids[text] = len(self._instructions)
+            self._instructions.append(text)
+        return i
+
+    def _evict_one(self) -> None:
+        slots = list(self.held)
+        held = [self.held[s] for s in slots]
+        victim = slots[
+            memory.pick_victim(
+                self.strategy,
+                np.array([h.order for h in held]),
+                np.array([h.intervention_steps for h in held]),
+                np.array([h.is_demo for h in held]),
+                self.keep_demos,
+            )
+        ]
+        self.remove(victim)
+
+    def remove(self, slot: int) -> None:
+        h = self.held.pop(slot)
+        rows = h.rows if h.final_row < 0 else np.append(h.rows, h.final_row)
+        self._sampleable[rows] = False
+        self._slot[rows] = -1
+        self._free.extend(int(r) for r in rows[::-1])
+        self.evicted.append((h.store_index, h.episode_id))
+        self._views = None
+
+    # ------------------------------------------------------------------ views and weights
+
+    def _build_views(self) -> dict[str, np.ndarray]:
+        if self._views is None:
+            rows = np.flatnonzero(self._sampleable)
+            seg = self._segment[rows]
+            demo_episode = np.zeros(len(rows), bool)
+            if len(rows):
+                demo_slots = np.array([s for s, h in self.held.items() if h.is_demo], np.int64)
+                demo_episode = np.isin(self._slot[rows], demo_slots)
+            self._views = {
+                "all": rows,
+                "bc": rows[seg != _PERT],
+                "offline": rows[np.isin(seg, _OFFLINE_SEGMENTS)],
+                "online": rows[~demo_episode],
+            }
+        return self._views
+
+    def view_size(self, view: str = "bc") -> int:
+        return len(self._build_views()[view])
+
+    def class_counts(self, view: str = "bc") -> np.ndarray:
+        """Sampleable transitions per Sirius class (memory.CLASS_NAMES order) in a view."""
+        rows = self._build_views()[view]
+        return np.bincount(memory.SEGMENT_TO_CLASS[self._segment[rows]], minlength=len(memory.CLASS_NAMES))
+
+    def class_weights(self, view: str = "bc") -> np.ndarray:
+        return memory.class_weights(self.class_counts(view), self.sirius)
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample(self, batch_size: int, horizon: int = 1, view: str = "bc", rng: np.random.Generator | None = None) -> dict[str, Any]:
+        """A batch of transitions, uniform over the view; ``weight`` carries the Sirius class weight
+        in the ``bc`` view and 1 elsewhere. Shapes: see hil_robot.data (batch contract)."""
+        if view not in VIEWS:
+            raise ValueError(f"unknown replay view {view!r}; choose one of {', '.join(VIEWS)}")
+        candidates = self._build_views()[view]
+        if len(candidates) == 0:
+            raise ValueError(f"replay view {view!r} is empty ({self.num_episodes} episodes held); record or refresh first")
+        rng = rng or self.rng
+        rows = candidates[rng.integers(0, len(candidates), size=batch_size)]
+        if view == "bc":
+            weight = self.class_weights("bc")[memory.SEGMENT_TO_CLASS[self._segment[rows]]]
+        else:
+            weight = np.ones(batch_size, np.float32)
+        return self.gather(rows, horizon, weight)
+
+    def sample_rlpd(self, batch_size: int, horizon: int = 1, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        """RLPD batch: half from ``offline`` (demo + intervention), half from ``online``; if one view
+        is empty, all from the other. Adds ``is_offline`` float32 [B]."""
+        views = self._build_views()
+        n_off = batch_size // 2 if len(views["offline"]) and len(views["online"]) else (batch_size if len(views["offline"]) else 0)
+        rng = rng or self.rng
+        parts = []
+        if n_off:
+            parts.append(views["offline"][rng.integers(0, len(views["offline"]), size=n_off)])
+        if batch_size - n_off:
+            if not len(views["online"]):
+                raise ValueError("replay is empty; record or refresh first")
+            parts.append(views["online"][rng.integers(0, len(views["online"]), size=batch_size - n_off)])
+        rows = np.concatenate(parts)
+        batch = self.gather(rows, horizon, np.ones(batch_size, np.float32))
+        batch["is_offline"] = (np.arange(batch_size) < n_off).astype(np.float32)
+        return batch
+
+    def gather(self, rows: np.ndarray, horizon: int, weight: np.ndarray) -> dict[str, Any]:
+        """Assemble the batch dict for transition rows int64 [B]."""
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        nxt = self._next[rows]
+        b: dict[str, Any] = {}
+        for cam, arr in self._images.items():
+            b[f"obs/images/{cam}"] = arr[rows]
+            b[f"next_obs/images/{cam}"] = arr[nxt]
+        for key, arr in self._obs.items():
+            b[f"obs/{key}"] = arr[rows]
+            b[f"next_obs/{key}"] = arr[nxt]
+        b["action"] = self._action[rows]
+        b["action_policy"] = self._action_policy[rows]
+        actions = np.empty((len(rows), horizon, ACTION_DIM), np.float32)
+        is_pad = np.zeros((len(rows), horizon), bool)
+        cur = rows.copy()
+        actions[:, 0] = self._action[cur]
+        for k in range(1, horizon):
+            succ = self._succ[cur]
+            ended = succ < 0
+            is_pad[:, k] = ended | is_pad[:, k - 1]
+            cur = np.where(ended, cur, succ)  # past the end: repeat the last executed action (masked)
+            actions[:, k] = self._action[cur]
+        b["actions"] = actions
+        b["action_is_pad"] = is_pad
+        b["reward"] = self._reward[rows]
+        b["done"] = self._done[rows]
+        b["truncated"] = self._truncated[rows]
+        b["weight"] = np.asarray(weight, np.float32)
+        b["segment"] = self._segment[rows].copy()
+        b["source"] = self._source[rows].copy()
+        b["instruction"] = [self._instructions[i] for i in self._instr[rows]]
+        slots = self._slot[rows]
+        b["episode_index"] = np.array([self.held[s].episode_index for s in slots], np.int64)
+        b["store_index"] = np.array([self.held[s].store_index for s in slots], np.int64)
+        b["episode_success"] = np.array([self.held[s].success for s in slots], np.float32)
+        b["step_index"] = self._step[rows].copy()
+        return b

@@ -1,0 +1,268 @@
+"""Append-only writer for one open episode (crash-safe; see docs/data.md).
+
+Steps are buffered in memory and written as one CRC-checked chunk per flush. A flush happens
+when the oldest buffered step is ``flush_interval_s`` old (checked on every ``add`` and by the
+store's background flusher thread, so an idle controller loses nothing either) or when the
+buffer holds ``max_buffered_steps``. A writer killed with SIGKILL therefore loses at most the
+steps of the last flush interval; everything before is a valid prefix of the file.
+
+Finalising appends the final observation, the META chunk and a trailer, fsyncs, then renames the
+file from ``incoming/`` to ``episodes/`` and fsyncs the directory: readers either see a complete
+episode or none.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+from hil_robot.data import codec as codecs
+from hil_robot.data import format as fmt
+from hil_robot.data.episode import obs_to_columns, segment_summary, steps_to_columns
+from hil_robot.types import SEGMENT_INDEX, ContractError, EpisodeMeta, Segment, StepRecord
+
+if TYPE_CHECKING:
+    from hil_robot.data.store import EpisodeStore
+
+log = logging.getLogger(__name__)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class EpisodeWriter:
+    """Writes one episode into ``incoming/`` and moves it to ``episodes/`` on ``finalize``."""
+
+    def __init__(self, store: "EpisodeStore", episode_id: str, index: int, path: Path, header: dict[str, Any]):
+        self.store = store
+        self.episode_id = episode_id
+        self.index = index
+        self.path = path
+        self.header = header
+        self._encode = codecs.encoder(store.image_codec, store.jpeg_quality)
+        self._lock = threading.Lock()
+        self._pending: list[StepRecord] = []
+        self._pending_relabels: list[dict[str, Any]] = []
+        self._oldest_pending_s = 0.0
+        self._segments: list[int] = []  # final labels of every step so far (for the metadata)
+        self._policy_versions: set[int] = set()
+        self._final_obs: dict[str, Any] | None = None
+        self._last_step: StepRecord | None = None
+        self.closed = False
+        self.bytes_written = 0
+        # O_EXCL: never clobber an existing file; flock marks this file as owned by a live writer
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._write(fmt.FILE_MAGIC + fmt.encode_chunk(fmt.HEADER, header))
+        if store.fsync:
+            os.fsync(self._file.fileno())
+            fsync_dir(path.parent)
+
+    # ------------------------------------------------------------------ appending
+
+    def add(self, step: StepRecord) -> None:
+        if not isinstance(step, StepRecord):
+            raise ContractError(f"add() takes a StepRecord, got {type(step).__name__}")
+        with self._lock:
+            self._check_open()
+            expected = len(self._segments)
+            if step.episode_id != self.episode_id:
+                raise ContractError(
+                    f"step for episode {step.episode_id!r} sent to the writer of {self.episode_id!r}; end the episode first"
+                )
+            if step.step != expected:
+                raise ContractError(f"episode {self.episode_id!r}: expected step {expected}, got {step.step} (steps must be consecutive from 0)")
+            if not self._pending:
+                self._oldest_pending_s = time.monotonic()
+            self._pending.append(step)
+            self._segments.append(SEGMENT_INDEX[step.segment])
+            if step.policy_version >= 0:
+                self._policy_versions.add(int(step.policy_version))
+            self._last_step = step
+            if self._due():
+                self._flush_locked()
+
+    def relabel(self, steps: Iterable[int], segment: Segment | str) -> None:
+        """Change the segment of already added steps (e.g. autonomous -> pre_intervention).
+
+        Steps still in the buffer are changed in place; flushed ones get a RELABEL chunk that
+        readers apply on load (the file stays append-only)."""
+        seg = Segment.parse(segment)
+        with self._lock:
+            self._check_open()
+            first_pending = len(self._segments) - len(self._pending)
+            flushed = []
+            for s in steps:
+                if not 0 <= s < len(self._segments):
+                    raise ContractError(f"cannot relabel step {s}: episode {self.episode_id!r} has {len(self._segments)} steps")
+                self._segments[s] = SEGMENT_INDEX[seg]
+                if s < first_pending:
+                    flushed.append(int(s))  # buffered steps take the label from _segments at flush
+            if flushed:
+                if not self._pending and not self._pending_relabels:
+                    self._oldest_pending_s = time.monotonic()
+                self._pending_relabels.append({"steps": flushed, "segment": seg.value})
+
+    def set_final_observation(self, obs: dict[str, Any]) -> None:
+        """The observation after the last step, so replay can bootstrap through a time limit."""
+        self._final_obs = dict(obs)
+
+    def _due(self) -> bool:
+        if len(self._pending) >= self.store.max_buffered_steps:
+            return True
+        return bool(self._pending or self._pending_relabels) and (
+            time.monotonic() - self._oldest_pending_s >= self.store.flush_interval_s
+        )
+
+    def flush_if_due(self) -> None:
+        with self._lock:
+            if not self.closed and self._due():
+                self._flush_locked()
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self.closed:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        data = b""
+        if self._pending:
+            cols = steps_to_columns(self._pending, self._encode)
+            cols["segment"] = np.array(self._segments[len(self._segments) - len(self._pending):], np.int8)
+            data += fmt.encode_chunk(fmt.STEPS, cols)
+        for rl in self._pending_relabels:
+            data += fmt.encode_chunk(fmt.RELABEL, rl)
+        if data:
+            self._write(data)
+            if self.store.fsync:
+                os.fsync(self._file.fileno())
+        self._pending = []
+        self._pending_relabels = []
+
+    def _write(self, data: bytes) -> None:
+        # one write() per flush: a crash leaves at most one incomplete chunk at the end
+        view = memoryview(data)
+        while view:
+            n = self._file.write(view)
+            view = view[n:]
+        self.bytes_written += len(data)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise fmt.StoreError(f"episode {self.episode_id!r} is already finalised or aborted")
+
+    @property
+    def num_steps(self) -> int:
+        return len(self._segments)
+
+    @property
+    def segments(self) -> list[int]:
+        return list(self._segments)
+
+    # ------------------------------------------------------------------ finishing
+
+    def finalize(self, success: bool, **meta: Any) -> EpisodeMeta:
+        """Flush, append final observation + metadata + trailer, fsync, rename into episodes/."""
+        with self._lock:
+            self._check_open()
+            if not self._segments:
+                raise fmt.StoreError(f"episode {self.episode_id!r} has no steps; nothing to finalise (call abort())")
+            self._flush_locked()
+            tail = b""
+            if self._final_obs is not None:
+                cols = obs_to_columns([self._final_obs], self._encode)
+                tail += fmt.encode_chunk(fmt.FINAL_OBS, cols)
+            em = self._build_meta(success, meta)
+            meta_offset = self.bytes_written + len(tail)
+            tail += fmt.encode_chunk(fmt.META, em.to_dict()) + fmt.encode_trailer(meta_offset)
+            self._write(tail)
+            os.fsync(self._file.fileno())
+            final_path = self.store.episodes_dir / self.path.name
+            os.rename(self.path, final_path)
+            fsync_dir(self.store.episodes_dir)
+            fsync_dir(self.path.parent)
+            self._close_file()
+            self.path = final_path
+            return em
+
+    def _build_meta(self, success: bool, meta: dict[str, Any]) -> EpisodeMeta:
+        h = self.header
+        counts, takeovers = segment_summary(np.array(self._segments, np.int8))
+        known = {"task", "instruction", "robot", "operator", "seed", "extra", "start_time_s", "end_time_s"}
+        extra = dict(h.get("extra", {}))
+        extra.update(meta.pop("extra", {}) or {})
+        for key in list(meta):
+            if key not in known:
+                extra[key] = meta.pop(key)
+        last = self._last_step
+        return EpisodeMeta(
+            episode_id=self.episode_id,
+            task=str(meta.get("task", h.get("task", ""))),
+            instruction=str(meta.get("instruction", h.get("instruction") or (last.instruction if last else ""))),
+            robot=str(meta.get("robot", h.get("robot", "sim"))),
+            operator=str(meta.get("operator", h.get("operator", ""))),
+            success=bool(success),
+            num_steps=len(self._segments),
+            segment_counts=counts,
+            num_interventions=takeovers,
+            start_time_s=float(meta.get("start_time_s", h.get("start_time_s", 0.0))),
+            end_time_s=float(meta.get("end_time_s", time.time())),
+            seed=meta.get("seed", h.get("seed")),
+            policy_versions=sorted(self._policy_versions),
+            extra=_plain(extra),
+        )
+
+    def abort(self) -> None:
+        """Drop this episode: the file moves to quarantine/ (nothing is deleted)."""
+        with self._lock:
+            if self.closed:
+                return
+            self._flush_locked()
+            target = self.store.quarantine_dir / (self.path.name + ".aborted")
+            os.rename(self.path, target)
+            self._close_file()
+            log.info("episode %r aborted; its steps are kept in %s", self.episode_id, target)
+
+    def release(self) -> None:
+        """Flush and close without finalising: the file stays in incoming/ for recovery."""
+        with self._lock:
+            if self.closed:
+                return
+            self._flush_locked()
+            self._close_file()
+
+    def _close_file(self) -> None:
+        self.closed = True
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+        finally:
+            self._file.close()
+        self.store._writer_closed(self)
+
+
+def _plain(obj: Any) -> Any:
+    """Metadata extras as msgpack/JSON-friendly values."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
