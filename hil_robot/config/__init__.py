@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from hil_robot.config._build import ConfigError, build, choice, in_range, positive
 from hil_robot.config.control import ControlConfig
 from hil_robot.config.experiment import ExperimentConfig
+from hil_robot.config.graph import GraphConfig, NodeSpec
 from hil_robot.config.learner import LearnerConfig, SiriusWeights
 from hil_robot.config.policy import PolicyConfig
 from hil_robot.config.robot import RobotConfig, SafetyConfig
@@ -25,7 +26,7 @@ from hil_robot.config.transport import TransportConfig
 __all__ = [
     "ConfigError", "RootConfig", "load_config", "config_dir", "build", "choice", "in_range", "positive",
     "ExperimentConfig", "LearnerConfig", "SiriusWeights", "PolicyConfig", "RobotConfig", "SafetyConfig",
-    "SimConfig", "SimOperatorConfig", "TeleopConfig", "TransportConfig", "ControlConfig",
+    "SimConfig", "SimOperatorConfig", "TeleopConfig", "TransportConfig", "ControlConfig", "GraphConfig", "NodeSpec",
 ]
 
 
@@ -39,6 +40,7 @@ class RootConfig:
     teleop: TeleopConfig = dataclasses.field(default_factory=TeleopConfig)
     transport: TransportConfig = dataclasses.field(default_factory=TransportConfig)
     control: ControlConfig = dataclasses.field(default_factory=ControlConfig)
+    graph: GraphConfig = dataclasses.field(default_factory=GraphConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
