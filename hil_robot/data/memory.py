@@ -10,7 +10,8 @@ the shares say, with mean weight 1 over the buffer.
 * autonomous: whatever is left (clipped at 0)
 * perturbation: 0 (the operator disturbs the scene on purpose; not behaviour to imitate)
 
-Classes absent from the buffer drop out and the remaining shares are renormalised to sum to 1.
+Classes absent from the buffer drop out; autonomous takes what is left, and if there is no
+autonomous data (or the shares exceed 1) the present shares are renormalised to sum to 1.
 
 Eviction (when the buffer is full, which held episode goes first):
 
@@ -51,9 +52,9 @@ def class_shares(counts: np.ndarray, sirius: SiriusWeights) -> np.ndarray:
     shares[1] = sirius.pre_intervention
     shares[2] = sirius.intervention
     shares[3] = sirius.demo if sirius.demo >= 0 else counts[3] / total
-    shares[0] = max(0.0, 1.0 - shares[1] - shares[2] - shares[3])
     shares[4] = 0.0
     shares[counts == 0] = 0.0
+    shares[0] = max(0.0, 1.0 - shares[1:].sum()) if counts[0] > 0 else 0.0  # autonomous: what is left
     if shares.sum() <= 0:  # e.g. only perturbation steps: fall back to uniform over what exists
         shares = (counts > 0).astype(np.float64)
     return shares / shares.sum()
