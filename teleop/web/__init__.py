@@ -1,0 +1,1 @@
+"""The teleop node's web side: HTTPS/WSS server, WebXR page, operator screen."""
