@@ -1,0 +1,105 @@
+"""``hil-robot serve-policy`` and ``hil-robot keys``.
+
+    hil-robot serve-policy policy=vla checkpoint=runs/x/ckpt            # 127.0.0.1:5555
+    hil-robot serve-policy policy=expert transport=remote               # 0.0.0.0, CURVE keys required
+    hil-robot serve-policy policy=vla transport.subscribe_weights=true  # follow the learner's weights
+    hil-robot keys dir=keys names=server,client,robot2
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+from hil_robot.cli import parse_command_args
+from hil_robot.config import ConfigError, RootConfig
+from hil_robot.transport.links import tcp_endpoint
+from hil_robot.transport.policy_server import PolicyServer
+from hil_robot.transport.security import generate_keys, keys_from_config
+
+log = logging.getLogger(__name__)
+
+
+def _load_factory(spec: str) -> Callable[[RootConfig], Any]:
+    module_name, _, func_name = spec.partition(":")
+    if not module_name or not func_name:
+        raise ConfigError(f"policy_factory={spec!r} must look like package.module:function")
+    try:
+        return getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"policy_factory={spec!r} cannot be loaded: {e}") from None
+
+
+def build_policy(cfg: RootConfig, factory: str = "") -> Any:
+    """The policy to serve: ``policies.registry.make_policy(cfg)`` unless a factory is named."""
+    if factory:
+        return _load_factory(factory)(cfg)
+    try:
+        from policies.registry import make_policy
+    except ImportError as e:
+        raise ConfigError(f"cannot import policies.registry ({e}); install the policies package (make setup)") from None
+    return make_policy(cfg)
+
+
+def serve_policy(argv: list[str]) -> int:
+    opts, cfg = parse_command_args(
+        argv,
+        options={"port": -1, "policy_factory": "", "max_seconds": 0.0, "status_every_s": 10.0},
+        aliases={"checkpoint": "policy.checkpoint", "host": "transport.bind_host"},
+    )
+    t = cfg.transport
+    port = t.policy_port if opts["port"] < 0 else opts["port"]
+    policy = build_policy(cfg, opts["policy_factory"])
+    weights = None
+    if t.subscribe_weights:
+        if not (callable(getattr(policy, "weight_spec", None)) and callable(getattr(policy, "load_weights", None))):
+            raise ConfigError(f"transport.subscribe_weights=true but policy {cfg.policy.name!r} has no "
+                              "weight_spec()/load_weights(); serve a weight-updatable policy or turn it off")
+        from hil_robot.transport.weights import WeightSubscriber
+
+        weights = WeightSubscriber(tcp_endpoint(t.host, t.weights_port), policy,
+                                   curve=keys_from_config(t, server=False), heartbeat_s=t.heartbeat_s)
+        log.info("following weights from %s", weights.endpoint)
+    server = PolicyServer(policy, tcp_endpoint(t.bind_host, port), curve=keys_from_config(t, server=True),
+                          weights=weights, max_frame_bytes=t.max_frame_bytes, max_batch=t.max_batch,
+                          batch_window_s=t.batch_window_s, heartbeat_s=t.heartbeat_s)
+    print(f"serving policy {cfg.policy.name!r} on {server.endpoint} (CURVE {'on' if t.curve_keys_dir else 'off'})",
+          flush=True)
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    start = last_status = time.monotonic()
+    try:
+        while not stop.is_set():
+            server.poll_once(t.heartbeat_s / 2)
+            now = time.monotonic()
+            if opts["max_seconds"] and now - start > opts["max_seconds"]:
+                break
+            if now - last_status > opts["status_every_s"]:
+                last_status = now
+                log.info("status %s", server.status())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.link.close()
+        if weights is not None:
+            weights.close()
+    return 0
+
+
+def keys(argv: list[str]) -> int:
+    opts, _ = parse_command_args(argv, options={"dir": "keys", "names": "server,client", "overwrite": False})
+    names = [n.strip() for n in opts["names"].split(",") if n.strip()]
+    try:
+        written = generate_keys(opts["dir"], names, overwrite=opts["overwrite"])
+    except (FileExistsError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+    for path in written:
+        print(path)
+    print(f"copy public/*.key to every peer; keep private/<name>.key_secret only on the machine named <name>; "
+          f"set transport.curve_keys_dir={opts['dir']} (clients: transport.curve_key_name=<name>)")
+    return 0

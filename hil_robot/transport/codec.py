@@ -1,0 +1,169 @@
+"""Wire format: msgpack with a numpy extension; large arrays travel as separate zero-copy frames.
+
+A message is a ``dict`` with a ``"type"`` string. ``encode(msg)`` returns a list of frames:
+frame 0 is the msgpack header; every numpy array of at least ``OUT_OF_BAND_BYTES`` becomes its own
+frame (sent without copying by zmq) and the header keeps ``(dtype, shape, frame index)``. Smaller
+arrays are inlined as ``(dtype, shape, bytes)``. ``decode(frames)`` inverts it and checks
+everything a hostile or broken peer could get wrong: frame sizes, dtypes (plain numeric and bool
+only: object, void, string dtypes are refused), shape/byte-count agreement, frame indices, extra
+frames, and the message type. There is no pickle anywhere on this path.
+
+Decoded out-of-band arrays are read-only views of the received frame (no copy).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Iterable, Sequence
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+OUT_OF_BAND_BYTES = 4096  # arrays this big or bigger get their own frame
+DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024
+
+_EXT_INLINE = 1  # payload: msgpack [dtype_str, shape, bytes]
+_EXT_FRAME = 2  # payload: msgpack [dtype_str, shape, frame_index]
+_ALLOWED_KINDS = frozenset("biuf")  # bool, signed, unsigned, float (complex/object/void/str refused)
+_MAX_NDIM = 32
+
+
+class CodecError(ValueError):
+    """A frame or message that breaks the wire format; the message says what and how to fix it."""
+
+
+def _check_dtype(dtype_str: Any) -> np.dtype:
+    if not isinstance(dtype_str, str):
+        raise CodecError(f"array dtype must be a string like '<f4', got {type(dtype_str).__name__}")
+    try:
+        dtype = np.dtype(dtype_str)
+    except (TypeError, ValueError):
+        raise CodecError(f"unknown array dtype {dtype_str!r}") from None
+    if dtype.kind not in _ALLOWED_KINDS or dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise CodecError(f"array dtype {dtype_str!r} is not allowed; send bool, integer or float arrays only")
+    return dtype
+
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    if not isinstance(shape, (list, tuple)) or len(shape) > _MAX_NDIM:
+        raise CodecError(f"array shape must be a list of at most {_MAX_NDIM} ints, got {shape!r:.80}")
+    out = []
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise CodecError(f"array shape entries must be non-negative ints, got {shape!r:.80}")
+        out.append(d)
+    return tuple(out)
+
+
+def _array_from_buffer(dtype: np.dtype, shape: tuple[int, ...], buf: Any) -> np.ndarray:
+    n = 1
+    for d in shape:
+        n *= d
+    nbytes = len(buf) if isinstance(buf, (bytes, bytearray)) else memoryview(buf).nbytes
+    if n * dtype.itemsize != nbytes:
+        raise CodecError(f"array of {dtype.str} {list(shape)} needs {n * dtype.itemsize} bytes, frame has {nbytes}")
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+
+class _Encoder:
+    def __init__(self, out_of_band_bytes: int) -> None:
+        self.frames: list[Any] = []
+        self.oob = out_of_band_bytes
+
+    def default(self, obj: Any) -> Any:
+        if isinstance(obj, np.ndarray):
+            if obj.dtype.kind not in _ALLOWED_KINDS or obj.dtype.hasobject or obj.dtype.fields is not None:
+                raise CodecError(f"cannot send numpy arrays of dtype {obj.dtype}; use bool, integer or float arrays")
+            arr = np.ascontiguousarray(obj)
+            if arr.dtype.byteorder == ">":
+                arr = arr.astype(arr.dtype.newbyteorder("<"))
+            header = [arr.dtype.str, list(arr.shape)]
+            if arr.nbytes >= self.oob:
+                self.frames.append(memoryview(arr).cast("B") if arr.ndim else arr.tobytes())
+                return msgpack.ExtType(_EXT_FRAME, msgpack.packb(header + [len(self.frames)]))
+            return msgpack.ExtType(_EXT_INLINE, msgpack.packb(header + [arr.tobytes()]))
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, enum.Enum):
+            return obj.value
+        if isinstance(obj, (tuple, set, frozenset)):
+            return list(obj)
+        raise CodecError(f"cannot send objects of type {type(obj).__name__}; use dicts, lists, str, numbers, numpy arrays")
+
+
+def encode(msg: dict[str, Any], *, out_of_band_bytes: int = OUT_OF_BAND_BYTES) -> list[Any]:
+    """Message dict -> frames ``[header, array frames...]`` (array frames are zero-copy views)."""
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise CodecError("a message must be a dict with a string 'type'")
+    enc = _Encoder(out_of_band_bytes)
+    header = msgpack.packb(msg, default=enc.default, use_bin_type=True, strict_types=False)
+    return [header, *enc.frames]
+
+
+def _frame_bytes(frame: Any) -> Any:
+    """bytes / zmq.Frame / memoryview -> something np.frombuffer and msgpack accept."""
+    buf = getattr(frame, "buffer", None)
+    return buf if buf is not None else frame
+
+
+def decode(
+    frames: Sequence[Any],
+    *,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    allowed_types: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """Frames -> message dict. Raises CodecError for anything malformed (never another exception)."""
+    if not frames:
+        raise CodecError("empty message: expected a msgpack header frame")
+    bufs = [_frame_bytes(f) for f in frames]
+    for i, b in enumerate(bufs):
+        size = memoryview(b).nbytes
+        if size > max_frame_bytes:
+            raise CodecError(f"frame {i} has {size} bytes, over the limit of {max_frame_bytes} (transport.max_frame_bytes)")
+    used: set[int] = set()
+
+    def ext_hook(code: int, data: bytes) -> Any:
+        try:
+            fields = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except Exception as e:  # msgpack raises several types for junk
+            raise CodecError(f"bad numpy extension payload: {e}") from None
+        if not isinstance(fields, list) or len(fields) != 3:
+            raise CodecError("numpy extension must be [dtype, shape, data]")
+        dtype, shape = _check_dtype(fields[0]), _check_shape(fields[1])
+        if code == _EXT_INLINE:
+            if not isinstance(fields[2], bytes):
+                raise CodecError("inline array data must be bytes")
+            return _array_from_buffer(dtype, shape, fields[2]).copy()
+        if code == _EXT_FRAME:
+            idx = fields[2]
+            if isinstance(idx, bool) or not isinstance(idx, int) or not 1 <= idx < len(bufs) or idx in used:
+                raise CodecError(f"array refers to frame {idx!r}, but the message has frames 1..{len(bufs) - 1}")
+            used.add(idx)
+            return _array_from_buffer(dtype, shape, bufs[idx])
+        raise CodecError(f"unknown msgpack extension type {code}")
+
+    try:
+        msg = msgpack.unpackb(
+            bufs[0], raw=False, strict_map_key=True, ext_hook=ext_hook
+        )
+    except CodecError:
+        raise
+    except Exception as e:  # ExtraData, FormatError, StackError, ValueError, UnicodeDecodeError, ...
+        raise CodecError(f"header frame is not valid msgpack ({type(e).__name__}: {e})"[:300]) from None
+    if not isinstance(msg, dict):
+        raise CodecError(f"message header must be a msgpack map, got {type(msg).__name__}")
+    mtype = msg.get("type")
+    if not isinstance(mtype, str):
+        raise CodecError("message has no string 'type'")
+    if allowed_types is not None and mtype not in allowed_types:
+        raise CodecError(f"unknown message type {mtype!r:.60}; this endpoint accepts: {', '.join(sorted(allowed_types))}")
+    if len(used) != len(bufs) - 1:
+        raise CodecError(f"message has {len(bufs) - 1} array frames but the header uses {len(used)}")
+    return msg
+
+
+def error_message(request_id: Any, text: str, kind: str = "error") -> dict[str, Any]:
+    """The reply every endpoint sends for a request it cannot serve."""
+    rid = request_id if isinstance(request_id, (int, str)) and not isinstance(request_id, bool) else None
+    return {"type": "error", "id": rid, "kind": kind, "message": text}

@@ -1,0 +1,367 @@
+"""Weight bus: the learner publishes versioned weights; policy hosts validate them and swap between
+``infer`` calls (DESIGN §5).
+
+One update = the safetensors serialisation of ``{name: array}`` split into chunks; each chunk is a
+message ``{"type": "weights", "version", "step", "checksum", "algo", "total_bytes", "chunk",
+"n_chunks", "subset", "publisher", "sent_time_s", "data": uint8[n]}`` on a PUB socket (latest wins:
+a newer version arriving mid-assembly discards the older one). The publisher also sends
+``{"type": "heartbeat", "publisher", "version"}`` every ``heartbeat_s``.
+
+``WeightSubscriber`` checks, in order: strictly increasing version, complete chunks, checksum
+(xxh3-128 or sha256 over the safetensors bytes), that the bytes parse as safetensors, names
+(exactly ``target.weight_spec()``'s, or a subset when ``allow_subset``), shapes, dtypes, finite
+values. A rejected update changes nothing (last good weights keep serving); it is counted by
+reason in ``status()["rejected"]`` and logged. Accepted updates are *staged*; the owner installs
+them with ``apply_pending()`` at its next boundary (the policy server does this between batches;
+``HotSwapPolicy`` does it before each ``infer``), never during an ``infer``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+import numpy as np
+
+from hil_robot.transport.codec import CodecError, decode, encode
+from hil_robot.transport.links import Link, ZmqLink
+from hil_robot.transport.liveness import Liveness
+from hil_robot.transport.safetensors_io import SafetensorsError, pack, unpack
+from hil_robot.transport.security import CurveKeys
+
+log = logging.getLogger(__name__)
+
+WEIGHT_TYPES = frozenset({"weights", "heartbeat"})
+DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
+REJECT_REASONS = ("version", "incomplete", "checksum", "format", "names", "shape", "dtype", "non_finite", "load")
+
+
+class WeightRejected(ValueError):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def checksum(data: Any, algo: str) -> str:
+    """Hex digest of ``data`` (bytes-like): xxh3_128 (fast, needs the xxhash package) or sha256."""
+    if algo == "xxh3_128":
+        try:
+            import xxhash
+        except ImportError:
+            raise WeightRejected("checksum", "checksum xxh3_128 needs the xxhash package (pip install xxhash)") from None
+        return xxhash.xxh3_128_hexdigest(data)
+    if algo == "sha256":
+        return hashlib.sha256(data).hexdigest()
+    raise WeightRejected("checksum", f"unknown checksum algorithm {algo!r}; use xxh3_128 or sha256")
+
+
+def serialize(weights: dict[str, np.ndarray]) -> np.ndarray:
+    """{name: array} -> safetensors file as a uint8 buffer (one copy of the data)."""
+    if not weights:
+        raise ValueError("publish needs at least one tensor")
+    return pack(weights)
+
+
+def chunk_messages(payload: np.ndarray, *, version: int, step: int, algo: str, chunk_bytes: int, publisher: str,
+                   subset: bool = False, digest: str | None = None) -> list[list[Any]]:
+    """Split one serialised update into encoded chunk messages (frames lists, zero-copy slices)."""
+    digest = digest or checksum(payload, algo)
+    view = np.frombuffer(payload, dtype=np.uint8) if not isinstance(payload, np.ndarray) else payload
+    n_chunks = max(1, -(-len(payload) // chunk_bytes))
+    now = time.time()
+    out = []
+    for i in range(n_chunks):
+        out.append(encode({"type": "weights", "version": int(version), "step": int(step), "checksum": digest,
+                           "algo": algo, "total_bytes": len(payload), "chunk": i, "n_chunks": n_chunks,
+                           "subset": bool(subset), "publisher": publisher, "sent_time_s": now,
+                           "data": view[i * chunk_bytes:(i + 1) * chunk_bytes]}, out_of_band_bytes=0))
+    return out
+
+
+def validate_update(payload: Any, header: dict[str, Any], spec: dict[str, tuple[tuple[int, ...], str]],
+                    *, allow_subset: bool = False) -> dict[str, np.ndarray]:
+    """Check a fully assembled update against ``spec``; return the arrays or raise WeightRejected."""
+    digest = checksum(payload, str(header.get("algo")))
+    if digest != header.get("checksum"):
+        raise WeightRejected("checksum", f"checksum mismatch for version {header.get('version')}: "
+                                         f"got {digest[:16]}…, header says {str(header.get('checksum'))[:16]}…")
+    try:
+        arrays = unpack(payload)
+    except SafetensorsError as e:
+        raise WeightRejected("format", f"payload is not valid safetensors: {e}") from None
+    names, expected = set(arrays), set(spec)
+    if header.get("subset") and allow_subset:
+        extra = names - expected
+        if extra or not names:
+            raise WeightRejected("names", f"unknown tensor names {sorted(extra)[:5]}; the policy has {sorted(expected)[:5]}…")
+    elif names != expected:
+        raise WeightRejected("names", f"tensor names differ from the policy's: missing {sorted(expected - names)[:5]}, "
+                                      f"unexpected {sorted(names - expected)[:5]}")
+    for name, arr in arrays.items():
+        shape, dtype = spec[name]
+        if tuple(arr.shape) != tuple(shape):
+            raise WeightRejected("shape", f"tensor {name!r} has shape {tuple(arr.shape)}, the policy needs {tuple(shape)}")
+        if arr.dtype != np.dtype(dtype):
+            raise WeightRejected("dtype", f"tensor {name!r} has dtype {arr.dtype}, the policy needs {np.dtype(dtype)}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise WeightRejected("non_finite", f"tensor {name!r} contains NaN or Inf")
+    return arrays
+
+
+class WeightAssembler:
+    """Reassembles chunk messages into complete updates; newest version wins."""
+
+    def __init__(self, max_total_bytes: int) -> None:
+        self.max_total_bytes = max_total_bytes
+        self._key: tuple[str, int] | None = None
+        self._buf: bytearray | None = None
+        self._header: dict[str, Any] = {}
+        self._next = 0
+        self.dropped = {"superseded": 0, "incomplete": 0, "stale": 0, "too_big": 0}
+
+    def feed(self, msg: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray] | None:
+        """One decoded ``weights`` message -> (header, payload) when it completes an update."""
+        try:
+            version, chunk, n_chunks, total = (int(msg["version"]), int(msg["chunk"]), int(msg["n_chunks"]),
+                                               int(msg["total_bytes"]))
+            data = msg["data"]
+            key = (str(msg.get("publisher", "")), version)
+        except (KeyError, TypeError, ValueError):
+            self.dropped["incomplete"] += 1
+            return None
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 1:
+            self.dropped["incomplete"] += 1
+            return None
+        if total > self.max_total_bytes or total < 0 or n_chunks < 1:
+            self.dropped["too_big"] += 1
+            return None
+        if key != self._key:
+            if self._buf is not None:
+                if version >= self._key[1]:
+                    self.dropped["superseded"] += 1
+                else:  # an older version's chunk after a newer one started: ignore it
+                    self.dropped["stale"] += 1
+                    return None
+            if chunk != 0:  # joined mid-update (or lost the first chunk): wait for the next one
+                self.dropped["incomplete"] += 1
+                self._key, self._buf = None, None
+                return None
+            self._key, self._buf, self._next = key, np.empty(total, np.uint8), 0
+            self._header = {k: v for k, v in msg.items() if k != "data"}
+        if chunk != self._next or n_chunks != self._header["n_chunks"] or total != self._header["total_bytes"]:
+            self.dropped["incomplete"] += 1  # a chunk went missing (PUB drops at its high-water mark)
+            self._key, self._buf = None, None
+            return None
+        start = self._header.setdefault("_filled", 0)
+        end = start + data.nbytes
+        if end > total:
+            self.dropped["incomplete"] += 1
+            self._key, self._buf = None, None
+            return None
+        self._buf[start:end] = data
+        self._header["_filled"] = end
+        self._next += 1
+        if self._next < n_chunks:
+            return None
+        header, buf = self._header, self._buf
+        self._key, self._buf = None, None
+        if header.pop("_filled") != total:
+            self.dropped["incomplete"] += 1
+            return None
+        return header, buf
+
+
+class WeightPublisher:
+    """The learner's side: ``publish(weights, version, step)`` on a bound PUB endpoint.
+
+    Versions must increase strictly (subscribers reject anything else); a learner that restarts
+    should continue from the highest version it ever published (saved in its checkpoint).
+    """
+
+    def __init__(self, endpoint: str = "tcp://127.0.0.1:5556", *, curve: CurveKeys | None = None,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, checksum_algo: str = "xxh3_128", heartbeat_s: float = 0.5,
+                 link: Link | None = None) -> None:
+        self.link: Link = link or ZmqLink("pub", endpoint, curve=curve, hwm=100000, heartbeat_s=heartbeat_s)
+        self.endpoint = getattr(self.link, "bound_endpoint", endpoint)
+        self.chunk_bytes, self.algo = chunk_bytes, checksum_algo
+        self.publisher_id = uuid.uuid4().hex[:12]
+        self.version = -1
+        self.published = 0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._hb = threading.Thread(target=self._heartbeat, args=(heartbeat_s,), name="weights-pub-hb", daemon=True)
+        self._hb.start()
+
+    def publish(self, weights: dict[str, np.ndarray], version: int, step: int, *, subset: bool = False) -> dict[str, Any]:
+        """Serialise, checksum, chunk and send. Returns {"version", "bytes", "chunks", "checksum"}."""
+        payload = serialize(weights)
+        msgs = chunk_messages(payload, version=version, step=step, algo=self.algo, chunk_bytes=self.chunk_bytes,
+                              publisher=self.publisher_id, subset=subset)
+        with self._lock:
+            for frames in msgs:
+                self.link.send(frames)
+            self.version = int(version)
+            self.published += 1
+        log.info("published weights version %d (step %d, %.1f MB, %d chunks)", version, step, len(payload) / 1e6, len(msgs))
+        return {"version": int(version), "bytes": len(payload), "chunks": len(msgs)}
+
+    def _heartbeat(self, period_s: float) -> None:
+        while not self._closed.wait(period_s):
+            with self._lock:
+                if self._closed.is_set():
+                    break
+                self.link.send(encode({"type": "heartbeat", "publisher": self.publisher_id, "version": self.version,
+                                       "time_s": time.time()}))
+
+    def close(self) -> None:
+        self._closed.set()
+        self._hb.join(2.0)
+        with self._lock:
+            self.link.close()
+
+    def __enter__(self) -> "WeightPublisher":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class WeightSubscriber:
+    """Follows a weight bus for ``target`` (a ``types.WeightUpdatable``) in a background thread.
+
+    Validated updates are staged; ``apply_pending()`` installs the newest one via
+    ``target.load_weights(weights, version)`` and must be called at a boundary by the owner.
+    """
+
+    def __init__(self, endpoint: str, target: Any, *, curve: CurveKeys | None = None, allow_subset: bool = False,
+                 heartbeat_s: float = 0.5, max_total_bytes: int = 4 * 1024**3, initial_version: int | None = None,
+                 link_factory: Callable[[], Link] | None = None) -> None:
+        self.endpoint, self.target, self.allow_subset = endpoint, target, allow_subset
+        self.link: Link = (link_factory or (lambda: ZmqLink("sub", endpoint, curve=curve, hwm=100000,
+                                                            max_frame_bytes=max_total_bytes, heartbeat_s=heartbeat_s)))()
+        self.assembler = WeightAssembler(max_total_bytes)
+        meta_version = getattr(target, "metadata", {}).get("policy_version", -1) if hasattr(target, "metadata") else -1
+        self.applied_version = int(meta_version if initial_version is None else initial_version)
+        self._accepted_version = self.applied_version
+        self.publisher = Liveness("weight publisher", 3 * heartbeat_s)
+        self.counters = {"updates_received": 0, "accepted": 0, "applied": 0, "bad_frames": 0}
+        self.rejected = {r: 0 for r in REJECT_REASONS}
+        self.last_error = ""
+        self.last_latency_s = float("nan")  # publisher send -> staged (wall clocks; same host only)
+        self._staged: tuple[int, int, dict[str, np.ndarray]] | None = None
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="weights-sub", daemon=True)
+        self._thread.start()
+
+    @property
+    def publisher_alive(self) -> bool:
+        return any(p["alive"] for p in self.publisher.status().values())
+
+    def apply_pending(self) -> bool:
+        """Install the newest staged update (call between infer calls). True if one was installed."""
+        if self._staged is None:
+            return False
+        with self._lock:
+            staged, self._staged = self._staged, None
+        if staged is None:
+            return False
+        version, step, arrays = staged
+        try:
+            self.target.load_weights(arrays, version)
+        except Exception as e:  # the target refused: keep serving what it had
+            self._reject("load", f"target.load_weights refused version {version}: {type(e).__name__}: {e}")
+            return False
+        self.applied_version = version
+        self.counters["applied"] += 1
+        log.info("weights version %d (step %d) installed", version, step)
+        return True
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            got = self.link.recv(0.05)
+            done = None
+            while got is not None:  # drain what is queued, keep only the newest complete update
+                try:
+                    done = self._handle(got[1]) or done
+                except Exception as e:  # never let one bad message stop the bus
+                    self.counters["bad_frames"] += 1
+                    log.warning("weight bus: message dropped: %s: %s", type(e).__name__, e)
+                got = self.link.recv(0.0) if not self._closed.is_set() else None
+            if done is not None:
+                self._validate(*done)
+            self.publisher.check()
+        self.link.close()
+
+    def _handle(self, frames: list[Any]) -> tuple[dict[str, Any], np.ndarray] | None:
+        try:
+            msg = decode(frames, allowed_types=WEIGHT_TYPES, max_frame_bytes=self.assembler.max_total_bytes)
+        except CodecError as e:
+            self.counters["bad_frames"] += 1
+            log.warning("weight bus: malformed message dropped: %s", e)
+            return None
+        self.publisher.beat(str(msg.get("publisher", "?")))
+        if msg["type"] == "heartbeat":
+            return None
+        return self.assembler.feed(msg)
+
+    def _validate(self, header: dict[str, Any], payload: np.ndarray) -> None:
+        self.counters["updates_received"] += 1
+        version = header.get("version")
+        try:
+            if not isinstance(version, int) or version <= self._accepted_version:
+                raise WeightRejected("version", f"version {version} is not newer than {self._accepted_version}; "
+                                                "a restarted learner must continue its version count")
+            arrays = validate_update(payload, header, self.target.weight_spec(), allow_subset=self.allow_subset)
+        except WeightRejected as e:
+            self._reject(e.reason, str(e))
+            return
+        with self._lock:
+            self._staged = (version, int(header.get("step", -1)), arrays)
+            self._accepted_version = version
+        self.counters["accepted"] += 1
+        self.last_latency_s = time.time() - float(header.get("sent_time_s", time.time()))
+
+    def _reject(self, reason: str, message: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        self.last_error = message
+        log.warning("weight update rejected (%s): %s; keeping version %d", reason, message, self.applied_version)
+
+    def status(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "applied_version": self.applied_version, "publisher_alive": self.publisher_alive,
+                "publishers": self.publisher.status(), "counters": dict(self.counters),
+                "rejected": {k: v for k, v in self.rejected.items() if v}, "dropped": dict(self.assembler.dropped),
+                "last_error": self.last_error}
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(5.0)
+
+    def __enter__(self) -> "WeightSubscriber":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class HotSwapPolicy:
+    """Wrap an in-process policy so staged weight updates are installed before each ``infer``
+    (i.e. at chunk boundaries). Same interface as the wrapped policy."""
+
+    def __init__(self, policy: Any, subscriber: WeightSubscriber) -> None:
+        self.policy, self.subscriber = policy, subscriber
+
+    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
+        self.subscriber.apply_pending()
+        return self.policy.infer(obs)
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.policy.metadata
