@@ -52,7 +52,7 @@ class StoreReplay:
     @classmethod
     def from_config(cls, cfg: LearnerConfig, stores: Sequence[EpisodeStore | str | os.PathLike], seed: int | None = None) -> "StoreReplay":
         return cls(
-            stores, cfg.memory_max_steps, cfg.memory_strategy, sirius=cfg.sirius, keep_demos=cfg.memory_keep_demos, seed=seed
+            stores, cfg.memory_max_steps, cfg.memory_strategy, sirius=cfg.sirius, keep_demos=getattr(cfg, "memory_keep_demos", True), seed=seed
         )
 
     def refresh(self, max_episodes: int | None = None) -> int:
