@@ -19,12 +19,24 @@ class PolicyConfig:
     head: str = "l1"  # l1 (ACT-style chunk regression) | flow (pi0-style flow matching)
     size: str = "cpu"  # cpu | gpu: preset model width
     noise_std: float = 0.0  # noisy_expert only
-    pretrained_backbone: str = ""  # local path to vision backbone weights (no hub downloads)
+    pretrained_backbone: str = ""  # local .safetensors with vision backbone weights (no hub downloads)
+    backbone: str = ""  # "" = the size preset's (cpu: conv, gpu: resnet18) | conv | resnet18
+    flow_steps: int = 10  # Euler steps when head=flow
+    augment_shift_px: int = 4  # DrQ random-shift padding while training (0 = off)
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto
 
     def __post_init__(self) -> None:
         choice("policy.name", self.name, POLICIES)
         choice("policy.head", self.head, ("l1", "flow"))
         choice("policy.size", self.size, ("cpu", "gpu"))
+        choice("policy.backbone", self.backbone, ("", "conv", "resnet18"))
+        positive("policy.flow_steps", self.flow_steps)
+        positive("policy.augment_shift_px", self.augment_shift_px, allow_zero=True)
+        positive("policy.noise_std", self.noise_std, allow_zero=True)
+        if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
+            from hil_robot.config._build import ConfigError
+
+            raise ConfigError(f"policy.device={self.device!r}; choose cpu, cuda, cuda:N or auto")
         positive("policy.action_horizon", self.action_horizon)
         positive("policy.n_action_steps", self.n_action_steps)
         if self.n_action_steps > self.action_horizon:

@@ -1,0 +1,232 @@
+"""The VLA as a Policy: network (``policies.vla_model``) + input transforms + normalisation stats.
+
+    policy = make_vla_policy(cfg)              # fresh, or loaded from cfg.policy.checkpoint
+    out = policy.infer(obs)                    # {"actions": float32[H, 7] in [-1, 1], "policy_version", ...}
+    loss = policy.model.compute_loss(batch_to_torch(replay_batch, "cpu"))   # Tensor[B], for the learner
+    policy.load_weights(weights, version)      # weight bus swap, between infer calls
+
+Replay batches (``hil_robot.data`` ``sample``) are converted by :func:`batch_to_torch`; live
+observations (``hil_robot.types`` contract) by :func:`obs_to_batch`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from hil_robot.types import ContractError, validate_observation
+from policies.normalize import stats_from_batch
+from policies.text import embed_instructions
+from policies.vla_model import SIZE_PRESETS, VLAModel, VLAModelConfig, check_images, count_params
+
+log = logging.getLogger(__name__)
+
+_NUMERIC_PASSTHROUGH = ("action", "action_policy", "reward", "done", "truncated", "weight", "segment",
+                        "episode_index", "step_index")
+
+
+def _images(batch: Mapping[str, Any], prefix: str, device: torch.device) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in batch.items():
+        if key.startswith(prefix):
+            arr = np.asarray(value)
+            if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+                raise ContractError(f"{key} must be uint8 [B, H, W, 3], got {arr.dtype} {arr.shape}")
+            out[key[len(prefix):]] = torch.from_numpy(np.ascontiguousarray(arr)).to(device, non_blocking=True)
+    return out
+
+
+def batch_to_torch(batch: Mapping[str, Any], device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Replay dict (numpy, keys as in the episode store's ``sample``) -> model batch (torch).
+
+    Output: ``images`` {cam: uint8 [B,H,W,3]}, ``state`` [B,15], ``text`` [B,384], ``actions`` [B,T,7],
+    ``action_is_pad`` bool [B,T]; when present also ``next_images``, ``next_state``, ``task_state``,
+    ``next_task_state`` and the numeric fields (``action``, ``reward``, ``done``, ``truncated``,
+    ``weight``, ``segment``, ...) as tensors, and ``instruction`` as the list of strings.
+    """
+    device = torch.device(device)
+    if "obs/state" not in batch or "instruction" not in batch:
+        raise ContractError(f"replay batch needs 'obs/state' and 'instruction'; got keys {sorted(batch)}")
+    instructions = [str(s) for s in batch["instruction"]]
+    state = np.asarray(batch["obs/state"], dtype=np.float32)
+    if len(instructions) != state.shape[0]:
+        raise ContractError(f"batch has {state.shape[0]} states but {len(instructions)} instructions")
+    out: dict[str, Any] = {
+        "images": _images(batch, "obs/images/", device),
+        "state": torch.from_numpy(state).to(device),
+        "text": torch.from_numpy(embed_instructions(instructions)).to(device),
+        "instruction": instructions,
+    }
+    if "actions" in batch:
+        out["actions"] = torch.from_numpy(np.asarray(batch["actions"], dtype=np.float32)).to(device)
+        pad = batch.get("action_is_pad")
+        pad = np.zeros(out["actions"].shape[:2], bool) if pad is None else np.asarray(pad, dtype=bool)
+        out["action_is_pad"] = torch.from_numpy(pad).to(device)
+    elif "action" in batch:
+        out["actions"] = torch.from_numpy(np.asarray(batch["action"], dtype=np.float32)[:, None]).to(device)
+        out["action_is_pad"] = torch.zeros(out["actions"].shape[:2], dtype=torch.bool, device=device)
+    if "next_obs/state" in batch:
+        out["next_images"] = _images(batch, "next_obs/images/", device)
+        out["next_state"] = torch.from_numpy(np.asarray(batch["next_obs/state"], dtype=np.float32)).to(device)
+    for src, dst in (("obs/task_state", "task_state"), ("next_obs/task_state", "next_task_state")):
+        if src in batch:
+            out[dst] = torch.from_numpy(np.asarray(batch[src], dtype=np.float32)).to(device)
+    for key in _NUMERIC_PASSTHROUGH:
+        if key in batch:
+            out[key] = torch.as_tensor(np.asarray(batch[key])).to(device)
+    return out
+
+
+def next_obs_view(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``next_*`` half of a converted batch as a model batch (same instruction)."""
+    return {"images": batch["next_images"], "state": batch["next_state"], "text": batch["text"]}
+
+
+def obs_to_batch(obs: Mapping[str, Any], device: str | torch.device = "cpu") -> dict[str, Any]:
+    """One observation (types contract) -> a model batch of size 1."""
+    device = torch.device(device)
+    images = {k[len("images/"):]: torch.from_numpy(np.ascontiguousarray(v))[None].to(device)
+              for k, v in obs.items() if k.startswith("images/")}
+    return {
+        "images": images,
+        "state": torch.from_numpy(np.asarray(obs["state"], dtype=np.float32))[None].to(device),
+        "text": torch.from_numpy(embed_instructions([str(obs.get("prompt", ""))])).to(device),
+    }
+
+
+class VLAPolicy:
+    """Policy + WeightUpdatable around a :class:`VLAModel`. Thread-safe: ``infer`` and
+    ``load_weights`` take the same lock, so a weight swap lands between two chunks."""
+
+    def __init__(self, model: VLAModel, *, version: int = 0, device: str | torch.device = "cpu", seed: int = 0) -> None:
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.version = int(version)
+        self.seed = seed
+        self._generator = torch.Generator().manual_seed(seed)
+        self._lock = threading.Lock()
+
+    @property
+    def config(self) -> VLAModelConfig:
+        return self.model.cfg
+
+    # ------------------------------------------------------------------ Policy
+    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
+        """obs (types contract) -> {"actions": float32[H, 7] in [-1, 1], "policy_version", "infer_ms"}."""
+        t0 = time.perf_counter()
+        obs = validate_observation(obs, cameras=self.config.cameras)
+        batch = obs_to_batch(obs, self.device)
+        check_images(batch["images"], self.config)
+        with self._lock:
+            was_training = self.model.training
+            self.model.eval()
+            actions = self.model.sample_actions(batch, self._generator)[0]
+            self.model.train(was_training)
+            version = self.version
+        out = actions.float().cpu().numpy()
+        if not np.isfinite(out).all():
+            raise RuntimeError(f"VLA (weights version {version}) produced non-finite actions; reload a good checkpoint")
+        return {"actions": out.astype(np.float32), "policy_version": version,
+                "infer_ms": (time.perf_counter() - t0) * 1e3}
+
+    def reset(self) -> None:
+        """The VLA is stateless across steps; re-seed the flow-matching noise for reproducible episodes."""
+        self._generator.manual_seed(self.seed)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "name": "vla", "head": cfg.head, "action_horizon": cfg.action_horizon, "action_dim": cfg.action_dim,
+            "cameras": list(cfg.cameras), "image_hw": list(cfg.image_hw), "policy_version": self.version,
+            "params": count_params(self.model), "norm_stats_count": int(self.model.norm.count[0].item()),
+        }
+
+    # ------------------------------------------------------------------ WeightUpdatable
+    def weight_spec(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Every parameter and buffer (norm stats included): name -> (shape, numpy dtype)."""
+        return {k: (tuple(v.shape), str(v.detach().cpu().numpy().dtype)) for k, v in self.model.state_dict().items()}
+
+    def state_numpy(self) -> dict[str, np.ndarray]:
+        """Current weights as numpy arrays (what a WeightPublisher sends)."""
+        with self._lock:
+            return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+
+    def load_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
+        """Install a full set of weights (validated here too) and report ``version`` from now on."""
+        tensors = validate_weights(weights, self.weight_spec(), what="weight update")
+        with self._lock:
+            self.model.load_state_dict(tensors, strict=True)
+            self.version = int(version)
+
+    def set_norm_stats(self, stats: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.model.norm.set_stats(stats)
+
+    def fit_norm_stats(self, replay_batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Compute state/action stats from a (large) replay sample and install them."""
+        stats = stats_from_batch(replay_batch)
+        self.set_norm_stats(stats)
+        return stats
+
+
+def validate_weights(weights: Mapping[str, Any], spec: Mapping[str, tuple[tuple[int, ...], str]], *,
+                     what: str) -> dict[str, torch.Tensor]:
+    """Check names, shapes and finiteness against ``spec``; -> tensors. Errors say what is wrong."""
+    missing = sorted(set(spec) - set(weights))
+    unexpected = sorted(set(weights) - set(spec))
+    if missing or unexpected:
+        raise ValueError(
+            f"{what} does not match the model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''} (was it made for another config?)"
+        )
+    out = {}
+    for name, (shape, dtype) in spec.items():
+        arr = weights[name]
+        tensor = arr if isinstance(arr, torch.Tensor) else torch.tensor(np.asarray(arr))  # copy: bus buffers may be read-only
+        if tuple(tensor.shape) != tuple(shape):
+            raise ValueError(f"{what}: {name} has shape {tuple(tensor.shape)}, the model needs {tuple(shape)}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{what}: {name} contains NaN/Inf values; refusing to load")
+        out[name] = tensor
+    return out
+
+
+def model_config_from(cfg: Any) -> VLAModelConfig:
+    """RootConfig -> VLAModelConfig (cameras and image size from sim, the rest from policy)."""
+    pc = cfg.policy
+    preset = dict(SIZE_PRESETS[pc.size])
+    if getattr(pc, "backbone", ""):
+        preset["backbone"] = pc.backbone
+    return VLAModelConfig(
+        cameras=tuple(cfg.sim.cameras), image_hw=(cfg.sim.image_height, cfg.sim.image_width),
+        action_horizon=pc.action_horizon, head=pc.head, flow_steps=getattr(pc, "flow_steps", 10),
+        augment_shift_px=getattr(pc, "augment_shift_px", 4), **preset,
+    )
+
+
+def make_vla_policy(cfg: Any) -> VLAPolicy:
+    """Load ``cfg.policy.checkpoint`` when set (its stored config and stats win), else fresh weights."""
+    device = getattr(cfg.policy, "device", "cpu") or "cpu"
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.policy.checkpoint:
+        from policies.checkpoint import load
+
+        policy = load(cfg.policy.checkpoint, device=device)
+        want = tuple(cfg.sim.cameras)
+        if tuple(policy.config.cameras) != want:
+            log.warning("checkpoint cameras %s differ from sim.cameras %s; the checkpoint wins",
+                        policy.config.cameras, want)
+        return policy
+    model = VLAModel(model_config_from(cfg))
+    if cfg.policy.pretrained_backbone:
+        from policies.vision import load_backbone_weights
+
+        load_backbone_weights(model.backbone, cfg.policy.pretrained_backbone)
+    return VLAPolicy(model, device=device, seed=cfg.experiment.seed)
