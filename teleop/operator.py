@@ -63,6 +63,8 @@ class DeviceOperator:
         self._gripper = -1.0
         self._analog_picked_up = True
         self._prev_moving = False
+        self.policy_version = -1
+        self.step = 0
         self.last_command: OperatorCommand | None = None
         self.last_context: dict[str, Any] = {}
         self.last_input: OperatorInput | None = None
@@ -85,6 +87,10 @@ class DeviceOperator:
     def command(self, obs: Mapping[str, Any], context: Mapping[str, Any] | None = None) -> OperatorCommand:
         context = dict(context or {})
         self.last_context = context
+        if context.get("policy_version") is not None:
+            self.policy_version = int(context["policy_version"])
+        if context.get("step") is not None:
+            self.step = int(context["step"])
         inp = self.device.read()
         self.last_input = inp
         state = np.asarray(obs["state"], dtype=np.float32)
@@ -190,8 +196,8 @@ class DeviceOperator:
             "segment": m.segment.value if m.segment is not None else "autonomous",
             "estop": m.estop,
             "counts": dict(m.counts),
-            "step": int(self.last_context.get("step", m.step)),
-            "policy_version": int(self.last_context.get("policy_version", -1)),
+            "step": self.step,
+            "policy_version": self.policy_version,
             "device": self.device.device_id,
             "clutch": bool(self.last_input.buttons.get("clutch", False)) if self.last_input else False,
             "jumps": self.mapper.jumps,
