@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from hil_robot.config._build import choice, in_range, positive
+from hil_robot.config._build import ConfigError, choice, in_range, positive
 
 
 @dataclasses.dataclass
@@ -26,33 +26,78 @@ class SiriusWeights:
 
 @dataclasses.dataclass
 class LearnerConfig:
-    algorithm: str = "weighted_bc"  # weighted_bc | bc | rlpd
-    batch_size: int = 64
+    algorithm: str = "weighted_bc"  # weighted_bc | bc (uniform weights, for ablations) | rlpd
+    batch_size: int = 64  # global batch (split across DDP ranks); RLPD samples utd_ratio x this
     lr: float = 3e-4
-    publish_every_updates: int = 50
-    publish_every_s: float = 1.0
+    publish_every_updates: int = 50  # publish when this many updates passed ...
+    publish_every_s: float = 0.5  # ... or this many seconds (sub-second by default)
     checkpoint_every_s: float = 30.0
+    checkpoint_every_updates: int = 0  # 0 = by time only
     sirius: SiriusWeights = dataclasses.field(default_factory=SiriusWeights)
     pre_intervention_k: int = 15
     advantage_beta: float = 0.0  # > 0 enables critic-advantage weights exp(A/beta)
+    advantage_max_weight: float = 20.0  # clip for exp(A/beta)
     memory_max_steps: int = 200_000
     memory_strategy: str = "fifo"  # fifo | filo | lifo_intervention | mifo_intervention
     memory_keep_demos: bool = True  # never evict demo episodes while others can go (Sirius keeps its demos)
+    # the learner process
+    max_updates: int = 0  # stop after this many updates (0 = run until stopped)
+    max_minutes: float = 0.0  # stop after this wall time (0 = no limit)
+    min_replay_steps: int = 64  # wait for this many stored steps before training
+    refresh_every_s: float = 2.0  # re-scan the episode store for new episodes this often
+    log_every_s: float = 5.0  # progress line + CSV/wandb row this often
+    device: str = "auto"  # auto | cpu | cuda
+    num_threads: int = 0  # torch CPU threads (0 = torch default)
     # RLPD / SAC
     gamma: float = 0.97
     tau: float = 0.005
     init_temperature: float = 0.01
-    num_critics: int = 2
-    utd_ratio: int = 1
-    reward: str = "sparse"  # sparse | critic
+    num_critics: int = 2  # ensemble size (RLPD: 2, or 10 with rl_critic_subsample=2)
+    utd_ratio: int = 1  # critic updates per actor update (update-to-data ratio)
+    reward: str = "sparse"  # sparse (stored reward) | critic (progress-critic dense reward)
+    rl_obs: str = "state"  # state (obs/state + obs/task_state) | image (cameras + obs/state)
+    rl_cameras: tuple[str, ...] = ()  # image mode: cameras to use ((): all in the batch)
+    rl_actor: str = "standalone"  # standalone | residual (on top of the VLA's action)
+    rl_residual_scale: float = 0.3  # residual mode: action = clip(base + scale * actor)
+    rl_gripper: str = "discrete"  # discrete (close/stay/open critic) | continuous (actor dim)
+    rl_gripper_penalty: float = 0.02  # reward penalty per gripper toggle (discrete gripper)
+    rl_gripper_closed_below: float = 0.8  # measured opening below this counts as 'closed'
+    rl_demo_fraction: float = 0.5  # share of each batch from the demo+intervention view
+    rl_critic_subsample: int = 2  # target = min over this many random ensemble members
+    rl_hidden_dims: tuple[int, ...] = (256, 256)
+    rl_encoder_channels: int = 32
+    rl_latent_dim: int = 64
+    rl_drq_pad: int = 4  # DrQ random-shift padding in pixels (0 = off)
+    rl_backup_entropy: bool = True
+    rl_grad_clip: float = 0.0  # 0 = off
 
     def __post_init__(self) -> None:
         choice("learner.algorithm", self.algorithm, ("weighted_bc", "bc", "rlpd"))
         choice("learner.memory_strategy", self.memory_strategy, ("fifo", "filo", "lifo_intervention", "mifo_intervention"))
         choice("learner.reward", self.reward, ("sparse", "critic"))
-        positive("learner.batch_size", self.batch_size)
+        choice("learner.device", self.device, ("auto", "cpu", "cuda"))
+        choice("learner.rl_obs", self.rl_obs, ("state", "image"))
+        choice("learner.rl_actor", self.rl_actor, ("standalone", "residual"))
+        choice("learner.rl_gripper", self.rl_gripper, ("discrete", "continuous"))
+        for cam in self.rl_cameras:
+            choice("learner.rl_cameras[]", cam, ("front", "wrist"))
+        for k in ("batch_size", "lr", "publish_every_updates", "publish_every_s", "checkpoint_every_s",
+                  "num_critics", "utd_ratio", "rl_critic_subsample", "rl_encoder_channels", "rl_latent_dim",
+                  "refresh_every_s", "log_every_s", "advantage_max_weight"):
+            positive(f"learner.{k}", getattr(self, k))
+        for k in ("max_updates", "max_minutes", "min_replay_steps", "num_threads", "checkpoint_every_updates",
+                  "rl_drq_pad", "rl_gripper_penalty", "advantage_beta", "rl_grad_clip", "rl_residual_scale"):
+            positive(f"learner.{k}", getattr(self, k), allow_zero=True)
         positive("learner.memory_max_steps", self.memory_max_steps)
         positive("learner.pre_intervention_k", self.pre_intervention_k, allow_zero=True)
-        positive("learner.lr", self.lr)
         in_range("learner.gamma", self.gamma, 0.0, 1.0)
         in_range("learner.tau", self.tau, 0.0, 1.0)
+        in_range("learner.rl_demo_fraction", self.rl_demo_fraction, 0.0, 1.0)
+        in_range("learner.rl_gripper_closed_below", self.rl_gripper_closed_below, 0.0, 1.0)
+        positive("learner.init_temperature", self.init_temperature)
+        if self.rl_critic_subsample > self.num_critics:
+            raise ConfigError(
+                f"learner.rl_critic_subsample={self.rl_critic_subsample} must be <= learner.num_critics={self.num_critics}"
+            )
+        if not self.rl_hidden_dims or any(h <= 0 for h in self.rl_hidden_dims):
+            raise ConfigError(f"learner.rl_hidden_dims={list(self.rl_hidden_dims)} must be a non-empty list of positive widths")
