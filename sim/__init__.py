@@ -1,1 +1,27 @@
-"""MuJoCo world: scenes, tasks, Gymnasium envs, scripted expert, simulated operator."""
+"""MuJoCo world: scenes, tasks, Gymnasium envs, scripted expert, simulated operator.
+
+    import sim
+    env = sim.make_env(sim_cfg, robot_cfg, seed=0)          # or gymnasium.make("hil_robot/PickCube-v0")
+    robot = sim.SimRobot(sim_cfg, robot_cfg, seed=0)        # the Robot protocol
+    expert = sim.expert.make_expert("pick_cube")            # a Policy
+
+Importing ``sim`` registers the Gymnasium ids ``hil_robot/{PickCube,PushTarget,PegInsert,StackCubes}-v0``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Headless default: without a display MuJoCo's glfw backend cannot render; EGL can (set before mujoco loads).
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+from sim.env import ENV_IDS, HilSimEnv, make_env, register_envs
+from sim.robot import SimRobot
+from sim.tasks import TASKS
+from sim import expert, operator  # noqa: E402,F401  (sim.expert.make_expert, sim.operator.SimulatedOperator)
+
+register_envs()
+
+__all__ = ["expert", "operator", "ENV_IDS", "HilSimEnv", "SimRobot", "TASKS", "make_env", "register_envs"]

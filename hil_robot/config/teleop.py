@@ -16,9 +16,17 @@ class SimOperatorConfig:
     action_noise_std: float = 0.05  # noise on the operator's normalised commands
     max_interventions_per_episode: int = 3  # intervention budget
     trigger_on_failure_risk: bool = True  # take over when failure is imminent (e.g. object pushed off)
+    progress_eps: float = 0.01  # task progress must grow by more than this to count as progress
+    recovery_tol_m: float = 0.015  # recovery ends when the TCP is this close to the familiar pose
+    max_recovery_steps: int = 25  # ... or after this many ticks
+    max_correction_steps: int = 40  # correction hands back after this many ticks even if the sub-task is not done
 
     def __post_init__(self) -> None:
         positive("teleop.sim_operator.stall_steps", self.stall_steps)
+        positive("teleop.sim_operator.max_interventions_per_episode", self.max_interventions_per_episode, allow_zero=True)
+        positive("teleop.sim_operator.recovery_tol_m", self.recovery_tol_m)
+        positive("teleop.sim_operator.max_recovery_steps", self.max_recovery_steps)
+        positive("teleop.sim_operator.max_correction_steps", self.max_correction_steps)
         positive("teleop.sim_operator.reaction_delay_steps", self.reaction_delay_steps, allow_zero=True)
         positive("teleop.sim_operator.action_noise_std", self.action_noise_std, allow_zero=True)
 
