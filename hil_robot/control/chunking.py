@@ -1,0 +1,228 @@
+"""Action-chunk execution at the control rate (DESIGN §2).
+
+A policy returns a chunk ``actions[H, 7]`` planned from the observation of tick ``r``: row ``i`` is
+meant for tick ``r + i``. The executor
+
+* runs ``n_action_steps`` of each chunk, then switches to the next one at the chunk boundary,
+  skipping rows whose tick has already passed (latency compensation);
+* requests the next chunk early, in a worker thread, when ``request_lead_steps`` planned steps are
+  left, so the loop never blocks on inference; if the next chunk is late it keeps following the
+  current chunk's remaining rows (up to ``H``), and only a tick with no planned row at all waits
+  (at most ``max_wait_s``) for the reply in flight;
+* optionally averages every chunk that covers the tick (ACT temporal ensembling, weights
+  ``exp(-decay * i)``, ``i = 0`` for the oldest chunk);
+* calls ``on_boundary()`` in the worker right before each ``infer``: that is where staged weight
+  updates are installed, so weights change between chunks and never during one.
+
+Only the worker thread calls ``policy.infer``/``reset`` (a zmq client socket stays in one thread).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import dataclasses
+import logging
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from hil_robot.types import ContractError, Policy, validate_chunk
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class _Chunk:
+    plan_tick: int  # tick whose observation produced it: row i is for tick plan_tick + i
+    actions: np.ndarray  # float32[H, 7]
+    version: int
+    active_tick: int = -1  # tick it became the executing chunk
+    reply_time_s: float = 0.0
+
+    @property
+    def end_tick(self) -> int:  # first tick it has no row for
+        return self.plan_tick + self.actions.shape[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedAction:
+    action: np.ndarray  # float32[7]
+    policy_version: int
+    chunk_index: int  # row used (for ensembling: of the newest chunk)
+    new_chunk: bool  # first row taken from a chunk (a chunk boundary happened this tick)
+
+
+class ChunkExecutor:
+    def __init__(
+        self,
+        policy: Policy,
+        n_action_steps: int,
+        request_lead_steps: int = 2,
+        max_wait_s: float = 0.04,
+        temporal_ensembling: bool = False,
+        ensemble_decay: float = 0.01,
+        on_boundary: Callable[[], None] | None = None,
+    ) -> None:
+        if n_action_steps < 1:
+            raise ValueError(f"n_action_steps must be >= 1, got {n_action_steps}")
+        self.policy = policy
+        self.n_action_steps = int(n_action_steps)
+        self.request_lead_steps = int(request_lead_steps)
+        self.max_wait_s = float(max_wait_s)
+        self.temporal_ensembling = bool(temporal_ensembling)
+        self.ensemble_decay = float(ensemble_decay)
+        self.on_boundary = on_boundary
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.last_error = ""
+        self.last_latency_s = float("nan")
+        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-infer")
+        self._future: cf.Future | None = None
+        self._future_tick = -1
+        self._last_request_tick = -1
+        self._current: _Chunk | None = None
+        self._pending: _Chunk | None = None
+        self._ensemble: list[_Chunk] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def reset(self, timeout_s: float = 5.0) -> None:
+        """New episode: drop every chunk, let an in-flight request finish, reset the policy."""
+        if self._future is not None:
+            try:
+                self._future.result(timeout=timeout_s)
+            except Exception:  # the reply is discarded anyway; errors were counted when raised
+                pass
+            self._future = None
+        self._current = self._pending = None
+        self._ensemble = []
+        self._last_request_tick = -1
+        self._pool.submit(self.policy.reset).result(timeout=timeout_s)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ per tick
+    def action_for_tick(self, tick: int, obs: dict[str, Any]) -> PlannedAction | None:
+        """The planned action for ``tick`` (None if no chunk covers it), requesting early as needed.
+
+        obs: this tick's observation (used only when a request is sent)."""
+        self._collect(tick)
+        if self.temporal_ensembling:
+            return self._ensembled(tick, obs)
+        new = self._maybe_switch(tick)
+        self._maybe_request(tick, obs)
+        if self._current is None or tick >= self._current.end_tick:
+            if self._wait_for_reply(tick):
+                new = self._maybe_switch(tick) or new
+        cur = self._current
+        if cur is None or not (cur.plan_tick <= tick < cur.end_tick):
+            self.counters["no_action"] += 1
+            return None
+        i = tick - cur.plan_tick
+        return PlannedAction(cur.actions[i], cur.version, i, new)
+
+    # ------------------------------------------------------------------ internals
+    def _boundary_tick(self) -> int:
+        cur = self._current
+        if cur is None:
+            return -1
+        return min(cur.active_tick + self.n_action_steps, cur.end_tick)
+
+    def _maybe_switch(self, tick: int) -> bool:
+        if self._pending is None:
+            return False
+        if self._current is not None and tick < self._boundary_tick():
+            return False
+        nxt, self._pending = self._pending, None
+        if tick >= nxt.end_tick:
+            self.counters["stale_chunks"] += 1  # arrived too late to have a row for this tick
+            return False
+        self.counters["skipped_rows"] += tick - nxt.plan_tick
+        nxt.active_tick = tick
+        self._current = nxt
+        self.counters["chunks_used"] += 1
+        return True
+
+    def _maybe_request(self, tick: int, obs: dict[str, Any]) -> None:
+        if self._future is not None or tick == self._last_request_tick:
+            return
+        if self.temporal_ensembling:
+            self._submit(tick, obs)
+            return
+        if self._pending is not None:
+            return
+        cur = self._current
+        if cur is None or tick >= cur.end_tick:
+            self._submit(tick, obs)
+            return
+        boundary = self._boundary_tick()
+        if boundary - tick <= self.request_lead_steps and tick + self._horizon_guess() - 1 >= boundary:
+            self._submit(tick, obs)
+
+    def _horizon_guess(self) -> int:
+        return self._current.actions.shape[0] if self._current is not None else 1
+
+    def _submit(self, tick: int, obs: dict[str, Any]) -> None:
+        self._last_request_tick = tick
+        self._future_tick = tick
+        self.counters["requests"] += 1
+        self._future = self._pool.submit(self._infer, dict(obs))
+
+    def _infer(self, obs: dict[str, Any]) -> tuple[np.ndarray, int, float]:
+        if self.on_boundary is not None:
+            self.on_boundary()
+        t0 = time.perf_counter()
+        out = self.policy.infer(obs)
+        if not isinstance(out, dict) or "actions" not in out:
+            raise ContractError("policy.infer must return a dict with 'actions' float32[H, 7]")
+        actions = validate_chunk(out["actions"])
+        return actions.copy(), int(out.get("policy_version", -1)), time.perf_counter() - t0
+
+    def _collect(self, tick: int) -> None:
+        fut = self._future
+        if fut is None or not fut.done():
+            return
+        self._future = None
+        try:
+            actions, version, latency = fut.result()
+        except Exception as e:  # remote timeouts, contract errors: count, log, ask again next tick
+            self.counters["errors"] += 1
+            msg = f"{type(e).__name__}: {e}"
+            if msg != self.last_error or self.counters["errors"] % 50 == 1:
+                log.warning("policy request failed (%d so far): %s", self.counters["errors"], msg)
+            self.last_error = msg
+            return
+        self.last_latency_s = latency
+        self.counters["replies"] += 1
+        chunk = _Chunk(self._future_tick, actions, version, reply_time_s=time.monotonic())
+        if self.temporal_ensembling:
+            self._ensemble.append(chunk)
+        else:
+            self._pending = chunk
+
+    def _wait_for_reply(self, tick: int) -> bool:
+        if self._future is None or self.max_wait_s <= 0:
+            return False
+        self.counters["waits"] += 1
+        try:
+            cf.wait([self._future], timeout=self.max_wait_s)
+        finally:
+            self._collect(tick)
+        return self._pending is not None or bool(self._ensemble)
+
+    def _ensembled(self, tick: int, obs: dict[str, Any]) -> PlannedAction | None:
+        self._maybe_request(tick, obs)
+        self._ensemble = [c for c in self._ensemble if c.end_tick > tick]
+        if not any(c.plan_tick <= tick for c in self._ensemble):
+            self._wait_for_reply(tick)
+            self._ensemble = [c for c in self._ensemble if c.end_tick > tick]
+        covering = [c for c in self._ensemble if c.plan_tick <= tick < c.end_tick]
+        if not covering:
+            self.counters["no_action"] += 1
+            return None
+        rows = np.stack([c.actions[tick - c.plan_tick] for c in covering]).astype(np.float64)
+        w = np.exp(-self.ensemble_decay * np.arange(len(covering)))
+        action = (w[:, None] * rows).sum(axis=0) / w.sum()
+        newest = covering[-1]
+        return PlannedAction(action.astype(np.float32), newest.version, tick - newest.plan_tick, len(covering) == 1)

@@ -1,0 +1,304 @@
+"""The fixed-rate control loop (DESIGN §2): observation -> chunk executor -> arbitration -> safety
+filter -> robot, one ``StepRecord`` per tick to the recorder.
+
+Time comes from an injectable clock (``clock.now()``, ``clock.sleep_until(t)``); observations
+(``timestamp_s``) and operator commands (``timestamp_s``) must be stamped on the same time base (the
+sim robot and the operator sources take a ``clock`` for that). A tick is scheduled at
+``t0 + k * period``; a tick that starts more than a whole period late skips the missed slots
+(counted as ``overruns``), and a tick whose command leaves later than
+``control.deadline_slack_frac * period`` after its slot counts as a ``deadline_miss``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import uuid
+from typing import Any, Callable
+
+import numpy as np
+
+from hil_robot.config import RootConfig
+from hil_robot.control.arbitration import Arbiter
+from hil_robot.control.chunking import ChunkExecutor
+from hil_robot.control.clock import Clock, MonotonicClock
+from hil_robot.control.safety import SafetyDecision, SafetyFilter
+from hil_robot.types import ACTION_DIM, OperatorCommand, OperatorMode, Policy, Robot, Source, StepRecord, validate_observation
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TickTiming:
+    scheduled_s: float  # slot start
+    started_s: float  # when the tick woke
+    sent_s: float  # when the command went to the robot
+
+
+@dataclasses.dataclass
+class EpisodeResult:
+    episode_id: str
+    steps: int
+    success: bool
+    end_reason: str  # success | failure | operator_success | operator_failure | max_steps | stopped
+    instruction: str
+    interventions: int
+    meta: Any = None  # EpisodeMeta from the recorder, if any
+
+
+class Controller:
+    """robot: a Robot (sim or real); policy: a Policy or None (pure teleoperation: demo episodes);
+    operator: an operator source (``command(obs, context)``, ``reset()``) or None; recorder: has
+    ``add(StepRecord)`` and ``end_episode(success, **meta)`` (or None); cfg: RootConfig."""
+
+    def __init__(
+        self,
+        robot: Robot,
+        policy: Policy | None,
+        operator: Any,
+        recorder: Any,
+        cfg: RootConfig,
+        clock: Clock | None = None,
+        on_chunk_boundary: Callable[[], None] | None = None,
+        timing_log_len: int = 100_000,
+    ) -> None:
+        self.robot = robot
+        self.policy = policy
+        self.operator = operator
+        self.recorder = recorder
+        self.cfg = cfg
+        self.clock: Clock = clock or MonotonicClock()
+        self.period_s = 1.0 / cfg.robot.control_hz
+        self.safety = SafetyFilter(cfg.robot, self.period_s)
+        ctl = cfg.control
+        ensembling = cfg.policy.temporal_ensembling if ctl.temporal_ensembling is None else ctl.temporal_ensembling
+        self.executor = (
+            ChunkExecutor(
+                policy,
+                n_action_steps=cfg.policy.n_action_steps,
+                request_lead_steps=ctl.request_lead_steps,
+                max_wait_s=ctl.max_policy_wait_s,
+                temporal_ensembling=ensembling,
+                ensemble_decay=ctl.ensemble_decay,
+                on_boundary=on_chunk_boundary,
+            )
+            if policy is not None
+            else None
+        )
+        self.arbiter = Arbiter(ctl.handback_max_delta, ctl.takeover_segment, demo_mode=policy is None)
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.timings: collections.deque[TickTiming] = collections.deque(maxlen=timing_log_len)
+        self.on_step: Callable[[StepRecord, SafetyDecision], None] | None = None  # e.g. a live display
+        self._stop_requested = False
+        self._last_log_s = -math.inf
+        self.instruction = ""
+
+    # ------------------------------------------------------------------ operator-facing API
+    def estop(self, reason: str = "api") -> None:
+        """Latch the e-stop (thread-safe). The robot stops on the next tick and stays stopped."""
+        self.safety.estop(reason)
+
+    def reset_estop(self) -> None:
+        self.safety.reset_estop()
+
+    def request_stop(self) -> None:
+        """Finish the current episode after this tick (thread-safe)."""
+        self._stop_requested = True
+
+    # ------------------------------------------------------------------ episodes
+    def run_episode(self, max_steps: int | None = None, seed: int | None = None, instruction: str | None = None) -> EpisodeResult:
+        max_steps = int(max_steps or self.cfg.sim.max_episode_steps)
+        self._stop_requested = False
+        obs = self.robot.reset(seed=seed) if hasattr(self.robot, "reset") else self.robot.observe()
+        obs = validate_observation(obs)
+        now = self.clock.now()
+        self.safety.reset(now, obs["state"])
+        self.arbiter.reset()
+        if self.executor is not None:
+            self.executor.reset()
+        if self.operator is not None:
+            self.operator.reset()
+        self.instruction = instruction or str(obs.get("prompt", ""))
+        episode_id = f"ep-{uuid.uuid4().hex[:12]}"
+        if self.recorder is not None and hasattr(self.recorder, "start_episode"):
+            self.recorder.start_episode(episode_id, task=self.cfg.sim.task, instruction=self.instruction, seed=seed)
+        t0 = self.clock.now()
+        tick = 0
+        step = 0
+        end_reason, success = "max_steps", False
+        first_obs: dict[str, Any] | None = obs
+        while step < max_steps:
+            slot = t0 + tick * self.period_s
+            self.clock.sleep_until(slot)
+            started = self.clock.now()
+            late_slots = int((started - slot) // self.period_s)
+            if late_slots >= 1:  # fell behind by whole periods: skip them, do not burst
+                self.counters["overruns"] += late_slots
+                tick += late_slots
+                slot = t0 + tick * self.period_s
+            record, decision, ended = self._tick(episode_id, step, tick, slot, started, first_obs, step + 1 >= max_steps)
+            first_obs = None
+            tick += 1
+            step += 1
+            if ended:
+                end_reason, success = ended
+                break
+            if self._stop_requested:
+                end_reason = "stopped"
+                break
+        meta = None
+        if self.recorder is not None:
+            meta = self.recorder.end_episode(
+                success,
+                final_observation=self._final_observation(),
+                task=self.cfg.sim.task,
+                instruction=self.instruction,
+                seed=seed,
+                extra={"end_reason": end_reason, "safety": self.safety.summary(), "loop": dict(self.counters)},
+            )
+        self._log_counters(force=True)
+        return EpisodeResult(episode_id, step, success, end_reason, self.instruction, self.arbiter.interventions, meta)
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
+
+    # ------------------------------------------------------------------ one tick
+    def _tick(
+        self, episode_id: str, step: int, tick: int, slot: float, started: float, obs: dict[str, Any] | None, last: bool
+    ) -> tuple[StepRecord, SafetyDecision, tuple[str, bool] | None]:
+        if obs is None:
+            obs = validate_observation(self.robot.observe())
+        now = self.clock.now()
+        obs_age = now - float(obs["timestamp_s"])
+        stale = not (-self.cfg.control.obs_max_age_s <= obs_age <= self.cfg.control.obs_max_age_s)
+        force: list[str] = []
+        if stale:
+            self.counters["stale_obs"] += 1
+            force.append("stale_obs")
+        policy_obs = dict(obs)
+        policy_obs["prompt"] = self.instruction
+        planned = None
+        if self.executor is not None and not stale:
+            planned = self.executor.action_for_tick(tick, policy_obs)
+        status = self.robot.task_status() if hasattr(self.robot, "task_status") else {}
+        cmd: OperatorCommand | None = None
+        if self.operator is not None:
+            context = {"policy_action": None if planned is None else planned.action.copy(), "step": step, "task_status": status}
+            cmd = self.operator.command(policy_obs, context)
+        op_action = None
+        if cmd is not None:
+            if cmd.estop:
+                self.safety.estop(f"operator {cmd.operator_id or cmd.device_id or ''}".strip())
+            if cmd.mode != OperatorMode.AUTONOMOUS or self.executor is None:
+                if cmd.pose_target is not None:
+                    op_action, pflags = self.safety.pose_target_to_action(cmd.pose_target, obs["state"])
+                    if pflags:
+                        op_action = None
+                        force.extend(pflags)
+                elif cmd.action is not None:
+                    op_action = cmd.action
+        arb = self.arbiter.arbitrate(
+            None if planned is None else planned.action, slot if planned is not None else None, cmd, op_action
+        )
+        if arb.takeover_started:
+            self.safety.reset_pose_reference()
+            self.counters["takeovers"] += 1
+        if arb.handing_back:
+            self.counters["handback_ticks"] += 1
+        decision = self.safety.filter(arb.action, arb.input_time_s, slot, obs["state"], force_hold=tuple(force))
+        robot_limits: tuple[str, ...] = ()
+        if decision.kind == "stop":
+            self.robot.stop()
+            executed = decision.action
+        else:
+            sent = self.robot.send_action(decision.action)
+            executed = np.asarray(sent.action, dtype=np.float32)
+            robot_limits = tuple(f"robot:{x}" for x in sent.limits)
+        sent_s = self.clock.now()
+        self.arbiter.note_executed(executed)
+        self.timings.append(TickTiming(slot, started, sent_s))
+        self.counters["ticks"] += 1
+        if sent_s - slot > self.cfg.control.deadline_slack_frac * self.period_s:
+            self.counters["deadline_misses"] += 1
+
+        instruction_used = self.instruction
+        correction = cmd.language_correction if cmd is not None else ""
+        if correction:
+            self.instruction = correction  # the policy sees the new instruction from the next tick on
+            self.counters["language_corrections"] += 1
+        after = self.robot.task_status() if hasattr(self.robot, "task_status") else {}
+        ended: tuple[str, bool] | None = None
+        if cmd is not None and cmd.mark:
+            ended = (f"operator_{cmd.mark}", cmd.mark == "success")
+        elif after.get("success"):
+            ended = ("success", True)
+        elif after.get("failed"):
+            ended = ("failure", False)
+        record = StepRecord(
+            episode_id=episode_id,
+            step=step,
+            observation=obs,
+            action_executed=executed,
+            action_policy=planned.action if planned is not None else np.full(ACTION_DIM, np.nan, np.float32),
+            source=arb.source,
+            segment=arb.segment,
+            instruction=instruction_used,
+            policy_version=planned.policy_version if planned is not None and not arb.human_mask.all() else -1,
+            reward=1.0 if ended is not None and ended[1] else 0.0,
+            done=ended is not None,
+            truncated=ended is None and last,
+            success=bool(ended is not None and ended[1]),
+            timestamp_s=sent_s,
+            obs_timestamp_s=float(obs["timestamp_s"]),
+            operator_id=cmd.operator_id if cmd is not None and arb.source == Source.HUMAN else "",
+            device_id=cmd.device_id if cmd is not None and arb.source == Source.HUMAN else "",
+            safety_flags=decision.flags + robot_limits,
+            language_correction=correction,
+        )
+        if self.recorder is not None:
+            self.recorder.add(record)
+        if self.on_step is not None:
+            self.on_step(record, decision)
+        self._log_counters()
+        return record, decision, ended
+
+    def _final_observation(self) -> dict[str, Any] | None:
+        try:
+            return validate_observation(self.robot.observe())
+        except Exception as e:  # the episode is still worth keeping without it
+            log.warning("could not read the final observation: %s", e)
+            return None
+
+    # ------------------------------------------------------------------ telemetry
+    def stats(self) -> dict[str, Any]:
+        """Loop, safety and chunk counters plus period statistics (ms) of the recorded ticks."""
+        out: dict[str, Any] = {f"loop/{k}": v for k, v in self.counters.items()}
+        out.update({f"safety/{k}": v for k, v in self.safety.summary().items()})
+        if self.executor is not None:
+            out.update({f"chunks/{k}": v for k, v in self.executor.counters.items()})
+        jitter = self.period_jitter_ms()
+        if jitter.size:
+            out["loop/period_jitter_p99_ms"] = float(np.percentile(jitter, 99))
+        out["loop/deadline_miss_frac"] = self.counters["deadline_misses"] / max(1, self.counters["ticks"])
+        return out
+
+    def period_jitter_ms(self) -> np.ndarray:
+        """|actual command period - nominal| in ms for each pair of back-to-back ticks (the gaps
+        between episodes and skipped slots are not periods of the loop)."""
+        if len(self.timings) < 2:
+            return np.zeros(0)
+        sched = np.array([t.scheduled_s for t in self.timings])
+        sent = np.array([t.sent_s for t in self.timings])
+        consecutive = np.abs(np.diff(sched) - self.period_s) < 1e-6
+        return np.abs(np.diff(sent) - self.period_s)[consecutive] * 1e3
+
+    def _log_counters(self, force: bool = False) -> None:
+        now = self.clock.now()
+        if not force and now - self._last_log_s < self.cfg.control.log_every_s:
+            return
+        self._last_log_s = now
+        s = self.stats()
+        log.info("controller counters: %s", ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(s.items())))

@@ -1,0 +1,378 @@
+"""The safety filter on the command path (DESIGN §6). Always on; limits come from ``robot.safety``.
+
+Every tick the controller hands the filter one normalised EE delta ``[dx, dy, dz, drx, dry, drz, g]``
+(or nothing), the time its input was produced and the robot's state vector. The filter returns the
+command actually to send, whether to ``send``, ``hold`` (zero motion, gripper kept) or ``stop``
+(``robot.stop()``), and the names of the limits that fired. In order:
+
+1. latched e-stop -> stop (cleared only by ``reset_estop()``);
+2. command watchdog: an input never drives the robot once it is older than ``watchdog_hold_s``.
+   A command is applied for one tick, so the filter checks its age at the *end* of that tick
+   (``tick_start + period - input_time``): older than ``watchdog_hold_s`` -> hold, older than
+   ``watchdog_stop_s`` -> stop. No command at all -> hold (``no_command``), escalating to stop once
+   the last input is older than ``watchdog_stop_s``;
+3. NaN/Inf anywhere in the command -> hold (``nan_hold``); non-finite robot state -> hold
+   (``state_invalid``);
+4. each component clipped to [-1, 1] (``clip``);
+5. workspace box on the resulting EE target (``workspace``): a target outside the box is pulled
+   back onto it; if the EE is already outside on an axis, it may not move further out on it;
+6. per-tick translation / rotation step limits (``step_pos``, ``step_rot``; vector norms, the
+   direction is kept);
+7. gripper rate limit (``gripper_rate``) against the last gripper command sent.
+
+Absolute pose targets (VR) go through ``pose_target_to_action`` first: the pose-jump guard rejects a
+target more than ``pose_jump_m`` / ``pose_jump_deg`` away from the previous accepted one
+(``pose_jump`` -> hold), then the target becomes a delta from the current EE pose and runs the
+same chain. The numeric core (``limit_commands``) is vectorised over a batch so the property tests
+push 10^5 commands through the very code the controller uses.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from hil_robot.config.robot import RobotConfig
+from hil_robot.control import rotations
+from hil_robot.types import ACTION_DIM, STATE_DIM, STATE_LAYOUT
+
+log = logging.getLogger(__name__)
+
+FLAGS: tuple[str, ...] = (
+    "estop",
+    "watchdog_stop",
+    "watchdog_hold",
+    "no_command",
+    "clock_skew",
+    "nan_hold",
+    "state_invalid",
+    "pose_jump",
+    "stale_obs",
+    "clip",
+    "workspace",
+    "step_pos",
+    "step_rot",
+    "gripper_rate",
+)
+FLAG_BIT: dict[str, int] = {name: 1 << i for i, name in enumerate(FLAGS)}
+SEND, HOLD, STOP = 0, 1, 2
+KIND_NAMES = ("send", "hold", "stop")
+_EPS = 1e-9
+_AGE_TOL_S = 1e-6  # float rounding in tick arithmetic must not flip a fresh command to stale
+
+
+def flags_from_bits(bits: int) -> tuple[str, ...]:
+    return tuple(name for name in FLAGS if bits & FLAG_BIT[name])
+
+
+@dataclasses.dataclass(frozen=True)
+class SafetyLimits:
+    """Numbers the filter needs, resolved once from the robot config (metres, radians, seconds)."""
+
+    box_min_m: np.ndarray  # float64[3]
+    box_max_m: np.ndarray  # float64[3]
+    max_step_m: float
+    max_step_rad: float
+    gripper_max_step: float  # normalised gripper units per tick
+    pos_scale_m: float  # metres per tick at |action| = 1
+    rot_scale_rad: float
+    watchdog_hold_s: float
+    watchdog_stop_s: float
+    pose_jump_m: float
+    pose_jump_rad: float
+    period_s: float
+
+    @classmethod
+    def from_robot_config(cls, robot: RobotConfig, period_s: float | None = None) -> "SafetyLimits":
+        s = robot.safety
+        period = float(period_s if period_s is not None else 1.0 / robot.control_hz)
+        if period > s.watchdog_hold_s + 1e-9:
+            raise ValueError(
+                f"control period {period:.3f}s is longer than robot.safety.watchdog_hold_s={s.watchdog_hold_s}: "
+                "no command could ever pass the watchdog; raise robot.control_hz or watchdog_hold_s"
+            )
+        return cls(
+            box_min_m=np.asarray(s.workspace_min_m, dtype=np.float64),
+            box_max_m=np.asarray(s.workspace_max_m, dtype=np.float64),
+            max_step_m=float(s.max_step_m),
+            max_step_rad=float(s.max_step_rad),
+            gripper_max_step=float(s.gripper_max_rate_per_s) * period,
+            pos_scale_m=float(robot.max_delta_pos_m),
+            rot_scale_rad=float(robot.max_delta_rot_rad),
+            watchdog_hold_s=float(s.watchdog_hold_s),
+            watchdog_stop_s=float(s.watchdog_stop_s),
+            pose_jump_m=float(s.pose_jump_m),
+            pose_jump_rad=math.radians(float(s.pose_jump_deg)),
+            period_s=period,
+        )
+
+
+def limit_commands(
+    limits: SafetyLimits,
+    action: np.ndarray,
+    has_command: np.ndarray,
+    age_end_s: np.ndarray,
+    ee_pos_m: np.ndarray,
+    hold_gripper: np.ndarray,
+    estopped: np.ndarray,
+    force_hold_bits: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The filter's numeric core, batched over N commands (pure: no state is kept here).
+
+    action: float[N, 7] normalised deltas (anything, NaN/Inf included); has_command: bool[N];
+    age_end_s: float[N] age of the input at the end of its tick (NaN counts as too old);
+    ee_pos_m: float[N, 3] current EE position; hold_gripper: float[N] last gripper command sent
+    (the held value and the rate-limit reference); estopped: bool[N];
+    force_hold_bits: int[N] flags (e.g. ``pose_jump``) that force a hold.
+    Returns (out float32[N, 7], kind int8[N] in {SEND, HOLD, STOP}, flags int64[N] bit masks).
+    """
+    action = np.asarray(action, dtype=np.float64).reshape(-1, ACTION_DIM)
+    n = action.shape[0]
+    has_command = np.broadcast_to(np.asarray(has_command, dtype=bool), (n,))
+    age = np.broadcast_to(np.asarray(age_end_s, dtype=np.float64), (n,))
+    ee = np.asarray(ee_pos_m, dtype=np.float64).reshape(n, 3)
+    g_hold = np.broadcast_to(np.asarray(hold_gripper, dtype=np.float64), (n,))
+    estopped = np.broadcast_to(np.asarray(estopped, dtype=bool), (n,))
+    forced = np.zeros(n, np.int64) if force_hold_bits is None else np.broadcast_to(np.asarray(force_hold_bits, np.int64), (n,))
+    flags = np.zeros(n, dtype=np.int64)
+
+    # 1-2: e-stop and watchdog decide stop / hold before the command is looked at
+    too_old_stop = ~(age <= limits.watchdog_stop_s + _AGE_TOL_S)  # NaN age -> stop
+    stop = estopped | too_old_stop
+    flags |= np.where(estopped, FLAG_BIT["estop"], 0)
+    flags |= np.where(~estopped & too_old_stop, FLAG_BIT["watchdog_stop"], 0)
+    stale = ~stop & has_command & (age > limits.watchdog_hold_s + _AGE_TOL_S)
+    skew = ~stop & has_command & (age < -limits.watchdog_hold_s)
+    missing = ~stop & ~has_command
+    flags |= np.where(stale, FLAG_BIT["watchdog_hold"], 0)
+    flags |= np.where(skew, FLAG_BIT["clock_skew"], 0)
+    flags |= np.where(missing, FLAG_BIT["no_command"], 0)
+    flags |= np.where(missing & ~(age <= limits.watchdog_hold_s + _AGE_TOL_S), FLAG_BIT["watchdog_hold"], 0)
+    # 3: non-finite command or state
+    active = ~stop & ~stale & ~skew & ~missing
+    bad_cmd = active & ~np.isfinite(action).all(axis=1)
+    bad_state = ~stop & ~(np.isfinite(ee).all(axis=1) & np.isfinite(g_hold))
+    flags |= np.where(bad_cmd, FLAG_BIT["nan_hold"], 0)
+    flags |= np.where(bad_state, FLAG_BIT["state_invalid"], 0)
+    flags |= np.where(~stop, forced, 0)
+    send = active & ~bad_cmd & ~bad_state & (forced == 0)
+
+    a = np.where(send[:, None], action, 0.0)  # non-sent lanes computed on zeros (no NaN warnings)
+    ee_s = np.where(send[:, None], ee, 0.0)
+    g0 = np.where(np.isfinite(g_hold), np.clip(g_hold, -1.0, 1.0), 0.0)
+    # 4: clip to the normalised action range
+    clipped = np.clip(a, -1.0, 1.0)
+    flags |= np.where(send & (np.abs(a - clipped) > 0).any(axis=1), FLAG_BIT["clip"], 0)
+    # 5: workspace box on the target (an EE already outside may not move further out)
+    dpos = clipped[:, :3] * limits.pos_scale_m
+    target = ee_s + dpos
+    lo = np.minimum(limits.box_min_m, ee_s)
+    hi = np.maximum(limits.box_max_m, ee_s)
+    boxed = np.clip(target, lo, hi)
+    flags |= np.where(send & (np.abs(boxed - target) > _EPS).any(axis=1), FLAG_BIT["workspace"], 0)
+    dpos = boxed - ee_s
+    # 6: step limits (scaling towards the current pose keeps the box property: the box is convex)
+    step = np.linalg.norm(dpos, axis=1)
+    k = np.minimum(1.0, limits.max_step_m / np.maximum(step, 1e-300))
+    flags |= np.where(send & (step > limits.max_step_m * (1 + _EPS)), FLAG_BIT["step_pos"], 0)
+    dpos = dpos * k[:, None]
+    drot = clipped[:, 3:6] * limits.rot_scale_rad
+    ang = np.linalg.norm(drot, axis=1)
+    kr = np.minimum(1.0, limits.max_step_rad / np.maximum(ang, 1e-300))
+    flags |= np.where(send & (ang > limits.max_step_rad * (1 + _EPS)), FLAG_BIT["step_rot"], 0)
+    drot = drot * kr[:, None]
+    # 7: gripper rate
+    g = clipped[:, 6]
+    g_lim = np.clip(g, g0 - limits.gripper_max_step, g0 + limits.gripper_max_step)
+    flags |= np.where(send & (np.abs(g_lim - g) > _EPS), FLAG_BIT["gripper_rate"], 0)
+
+    out = np.zeros((n, ACTION_DIM), dtype=np.float64)
+    out[:, :3] = dpos / limits.pos_scale_m
+    out[:, 3:6] = drot / limits.rot_scale_rad
+    out[:, 6] = g_lim
+    out = np.where(send[:, None], out, 0.0)
+    out[:, 6] = np.where(send, g_lim, g0)
+    kind = np.where(stop, STOP, np.where(send, SEND, HOLD)).astype(np.int8)
+    return np.clip(out, -1.0, 1.0).astype(np.float32), kind, flags
+
+
+def pose_targets_to_actions(
+    limits: SafetyLimits,
+    pose8: np.ndarray,
+    ee_pos_m: np.ndarray,
+    ee_quat: np.ndarray,
+    ref_pos_m: np.ndarray,
+    ref_quat: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute targets -> normalised deltas, with the pose-jump guard (batched over N).
+
+    pose8: float[N, 8] (pos m, quat wxyz, gripper in [-1, 1]); ref_*: the previous accepted target
+    (or the current EE pose). Returns (action float64[N, 7], jumped bool[N]); a jumped or
+    non-finite target gives a NaN row. Translation and rotation are scaled as vectors (direction
+    kept) into [-1, 1]; the step limits in ``limit_commands`` then bound the motion per tick.
+    """
+    pose8 = np.asarray(pose8, dtype=np.float64).reshape(-1, 8)
+    pos, quat, grip = pose8[:, :3], pose8[:, 3:7], pose8[:, 7]
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(pose8).all(axis=1) & (np.linalg.norm(np.nan_to_num(quat), axis=1) > 1e-6)
+        jump = np.linalg.norm(pos - ref_pos_m, axis=1) > limits.pose_jump_m
+        jump |= rotations.quat_angle(quat, ref_quat) > limits.pose_jump_rad
+        jump = np.where(finite, jump, False)
+        dpos = (pos - ee_pos_m) / limits.pos_scale_m
+        drot = rotations.relative_rotvec(quat, ee_quat) / limits.rot_scale_rad
+    dpos = dpos / np.maximum(1.0, np.abs(dpos).max(axis=1, keepdims=True))
+    drot = drot / np.maximum(1.0, np.abs(drot).max(axis=1, keepdims=True))
+    out = np.concatenate([dpos, drot, grip[:, None]], axis=1)
+    out[~finite | jump] = np.nan
+    return out, jump & finite
+
+
+@dataclasses.dataclass(frozen=True)
+class SafetyDecision:
+    """What the filter decided for one tick."""
+
+    action: np.ndarray  # float32[7] the command to send (for hold/stop: zero motion, gripper kept)
+    kind: str  # "send" | "hold" | "stop"
+    flags: tuple[str, ...]  # limits that fired
+
+    @property
+    def moved(self) -> bool:
+        return self.kind == "send"
+
+
+class SafetyFilter:
+    """Stateful, always-on filter for one robot. Not thread-safe except ``estop()``, which only
+    sets a flag (so a key listener or ROS callback may call it from another thread)."""
+
+    def __init__(self, robot_cfg: RobotConfig, period_s: float | None = None) -> None:
+        self.limits = SafetyLimits.from_robot_config(robot_cfg, period_s)
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._estopped = False
+        self._estop_reason = ""
+        self._last_gripper: float | None = None
+        self._last_input_s: float | None = None
+        self._ref_pose: tuple[np.ndarray, np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ e-stop (latched)
+    def estop(self, reason: str = "api") -> None:
+        if not self._estopped:
+            log.warning("E-STOP latched (%s); robot stopped until reset_estop()", reason)
+            self.counters["estop_latched"] += 1
+        self._estop_reason = reason
+        self._estopped = True
+
+    def reset_estop(self) -> None:
+        """The only way to clear the e-stop."""
+        if self._estopped:
+            log.warning("e-stop reset by explicit request (was: %s)", self._estop_reason)
+            self.counters["estop_reset"] += 1
+        self._estopped = False
+        self._estop_reason = ""
+
+    @property
+    def estopped(self) -> bool:
+        return self._estopped
+
+    # ------------------------------------------------------------------ episode state
+    def reset(self, now_s: float, state: np.ndarray | None = None) -> None:
+        """New episode: forget the gripper reference, pose reference and input times (not the e-stop)."""
+        self._last_gripper = None
+        self._last_input_s = float(now_s)
+        self._ref_pose = None
+        if state is not None:
+            self._last_gripper = _gripper_from_state(np.asarray(state, dtype=np.float64))
+
+    def reset_pose_reference(self) -> None:
+        """Forget the last accepted absolute target (e.g. the VR clutch was released)."""
+        self._ref_pose = None
+
+    # ------------------------------------------------------------------ per tick
+    def pose_target_to_action(self, pose8: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Absolute target float[8] -> (normalised delta float64[7] or NaNs, flags)."""
+        state = _check_state(state)
+        ee_pos, ee_quat = _ee(state)
+        ref_pos, ref_quat = self._ref_pose if self._ref_pose is not None else (ee_pos, ee_quat)
+        act, jumped = pose_targets_to_actions(self.limits, pose8, ee_pos[None], ee_quat[None], ref_pos[None], ref_quat[None])
+        if jumped[0]:
+            self.counters["pose_jump"] += 1
+            return act[0], ("pose_jump",)
+        if np.isfinite(act[0]).all():
+            p = np.asarray(pose8, dtype=np.float64)
+            self._ref_pose = (p[:3].copy(), p[3:7].copy())
+        return act[0], ()
+
+    def filter(
+        self,
+        action: np.ndarray | None,
+        input_time_s: float | None,
+        tick_start_s: float,
+        state: np.ndarray,
+        force_hold: tuple[str, ...] = (),
+    ) -> SafetyDecision:
+        """One tick. action: float[7] normalised delta or None; input_time_s: when its input was
+        produced (controller clock); tick_start_s: the tick's scheduled start; state: float32[15]."""
+        state = _check_state(state)
+        if self._last_gripper is None or not math.isfinite(self._last_gripper):
+            self._last_gripper = _gripper_from_state(state)
+        has = action is not None
+        vec = np.full(ACTION_DIM, np.nan) if action is None else np.asarray(action, dtype=np.float64).reshape(ACTION_DIM)
+        if has and input_time_s is not None and math.isfinite(input_time_s) and np.isfinite(vec).all():
+            # only a usable command is fresh input: a source that streams NaN escalates to stop
+            self._last_input_s = input_time_s if self._last_input_s is None else max(self._last_input_s, input_time_s)
+        tick_end = tick_start_s + self.limits.period_s
+        if has and np.isfinite(vec).all():
+            age = tick_end - input_time_s if input_time_s is not None else float("nan")
+        elif has:  # unusable command: judged by the last usable input, so a NaN stream ends in stop
+            age = max(0.0, tick_end - self._last_input_s) if self._last_input_s is not None else 0.0
+        else:
+            age = tick_end - self._last_input_s if self._last_input_s is not None else 0.0
+        bits = 0
+        for name in force_hold:
+            bits |= FLAG_BIT[name]
+        out, kind, fl = limit_commands(
+            self.limits,
+            vec[None],
+            np.array([has]),
+            np.array([age]),
+            _ee(state)[0][None],
+            np.array([self._last_gripper if self._last_gripper is not None else np.nan]),
+            np.array([self._estopped]),
+            np.array([bits]),
+        )
+        kind_name = KIND_NAMES[int(kind[0])]
+        flags = flags_from_bits(int(fl[0]))
+        if kind_name != "stop":
+            self._last_gripper = float(out[0, 6])
+        self.counters["ticks"] += 1
+        self.counters[kind_name] += 1
+        for f in flags:
+            self.counters[f] += 1
+        return SafetyDecision(action=out[0], kind=kind_name, flags=flags)
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self.counters) | {"estopped": self._estopped}
+
+
+def _check_state(state: np.ndarray) -> np.ndarray:
+    state = np.asarray(state, dtype=np.float64)
+    if state.shape != (STATE_DIM,):
+        raise ValueError(f"safety filter needs the robot state float[{STATE_DIM}] (types.STATE_LAYOUT), got {state.shape}")
+    return state
+
+
+def _ee(state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = STATE_LAYOUT["ee_pos"]
+    c, d = STATE_LAYOUT["ee_quat"]
+    return state[a:b], state[c:d]
+
+
+def _gripper_from_state(state: np.ndarray) -> float:
+    """Gripper opening (1 open .. 0 closed) -> the absolute command that holds it (-1 open .. +1 closed)."""
+    a, _ = STATE_LAYOUT["gripper"]
+    opening = float(state[a])
+    return float(np.clip(1.0 - 2.0 * opening, -1.0, 1.0)) if math.isfinite(opening) else float("nan")
