@@ -1,0 +1,284 @@
+"""Train the progress critic from episodes, label rewards with it, score/filter demos (DESIGN §4).
+
+Training pairs (frames a, b of one episode, its instruction):
+
+* successful episodes: progress p_i = i / (T - 1) (normalised time); target Δ = p_b - p_a for
+  random pairs in both orders (reversed pairs give negative targets); done = 1 on the last
+  ``done_last_k`` frames, else 0;
+* failed episodes: target Δ = 0 (no progress towards the goal) with weight ``fail_weight``, done = 0;
+* mismatched instructions: a success pair scored against another task's instruction: Δ = 0, done = 0;
+* done-focused pairs: b = a final frame of a success, so positives are not rare.
+
+    episodes = episodes_from_store(["runs/x/store"], cameras=("front", "wrist"))
+    critic, metrics = train_critic(episodes, CriticTrainSettings(steps=1500))
+    rewards = label_rewards(LocalCriticBackend(critic), replay_batch)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from policies.critic import CriticBackend, CriticNetConfig, ProgressCritic, score_episode
+from policies.text import embed_instructions
+
+log = logging.getLogger(__name__)
+
+# instructions of the sim tasks: the default pool of mismatched instructions
+DEFAULT_OTHER_INSTRUCTIONS = (
+    "pick up the red cube and lift it",
+    "push the blue block onto the green target",
+    "insert the peg into the hole",
+    "stack the red cube on top of the yellow cube",
+    "open the drawer",
+    "wave at the camera",
+)
+
+
+@dataclasses.dataclass
+class CriticEpisode:
+    """frames: {"images/<cam>": uint8 [T, H, W, 3], "state": float32 [T, 15]} (T includes the final
+    observation after the last action when known); success: whether the instruction was completed."""
+
+    frames: dict[str, np.ndarray]
+    instruction: str
+    success: bool
+    name: str = ""
+
+    def __len__(self) -> int:
+        return len(self.frames["state"])
+
+
+@dataclasses.dataclass
+class CriticTrainSettings:
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    fail_weight: float = 0.5
+    done_last_k: int = 2
+    mix: tuple[float, float, float, float] = (0.55, 0.2, 0.1, 0.15)  # success, failure, mismatch, done-focused
+    done_loss_weight: float = 0.5
+    seed: int = 0
+    device: str = "cpu"
+    log_every: int = 100
+
+
+def episodes_from_store(paths: Sequence[str], cameras: Sequence[str], min_steps: int = 3) -> list[CriticEpisode]:
+    """Read every finished episode of the given episode stores (final observation appended)."""
+    from hil_robot.data import EpisodeStore
+
+    out = []
+    for path in paths:
+        store = EpisodeStore(path, read_only=True, create=False)
+        for ep in store:
+            if len(ep) < min_steps:
+                continue
+            missing = [c for c in cameras if c not in ep.cameras]
+            if missing:
+                raise ValueError(f"{path}: episode {ep.meta.episode_id} has no camera(s) {missing} (has {ep.cameras})")
+            frames = {f"images/{c}": ep.frames(c) for c in cameras}
+            frames["state"] = np.asarray(ep.columns["obs/state"], np.float32)
+            if ep.final_obs is not None and all(f"images/{c}" in ep.final_obs for c in cameras):
+                for c in cameras:
+                    frames[f"images/{c}"] = np.concatenate([frames[f"images/{c}"], ep.final_frame(c)[None]])
+                frames["state"] = np.concatenate([frames["state"], np.asarray(ep.final_obs["obs/state"], np.float32)[None]])
+            out.append(CriticEpisode(frames, ep.meta.instruction, bool(ep.meta.success), ep.meta.episode_id))
+    return out
+
+
+class PairSampler:
+    """Holds all frames in flat arrays and draws training pairs with their targets."""
+
+    def __init__(self, episodes: Sequence[CriticEpisode], settings: CriticTrainSettings,
+                 other_instructions: Sequence[str] = DEFAULT_OTHER_INSTRUCTIONS) -> None:
+        if not any(e.success for e in episodes):
+            raise ValueError("critic training needs at least one successful episode")
+        self.s = settings
+        self.rng = np.random.default_rng(settings.seed)
+        keys = list(episodes[0].frames)
+        self.frames = {k: np.concatenate([e.frames[k] for e in episodes]) for k in keys}
+        lengths = np.array([len(e) for e in episodes])
+        self.starts = np.r_[0, np.cumsum(lengths)[:-1]]
+        self.lengths = lengths
+        self.success = np.array([e.success for e in episodes])
+        self.instructions = [e.instruction for e in episodes]
+        own = set(self.instructions)
+        self.others = [t for t in other_instructions if t not in own] or ["do nothing"]
+        self.succ_ids = np.flatnonzero(self.success)
+        self.fail_ids = np.flatnonzero(~self.success)
+
+    def sample(self, b: int) -> dict[str, Any]:
+        rng, s = self.rng, self.s
+        mix = np.asarray(s.mix, float)
+        if len(self.fail_ids) == 0:
+            mix[1] = 0.0
+        kinds = rng.choice(4, size=b, p=mix / mix.sum())
+        ia, ib = np.empty(b, np.int64), np.empty(b, np.int64)
+        delta, done, weight = np.zeros(b, np.float32), np.zeros(b, np.float32), np.ones(b, np.float32)
+        texts: list[str] = []
+        for n, kind in enumerate(kinds):
+            ep = rng.choice(self.fail_ids) if kind == 1 else rng.choice(self.succ_ids)
+            t = self.lengths[ep]
+            i, j = rng.integers(0, t, size=2)
+            if kind == 3:  # done-focused: b is one of the final frames
+                j = t - 1 - rng.integers(0, min(s.done_last_k, t))
+            ia[n], ib[n] = self.starts[ep] + i, self.starts[ep] + j
+            if kind in (0, 3):
+                delta[n] = (j - i) / max(t - 1, 1)
+                done[n] = float(j >= t - s.done_last_k)
+                texts.append(self.instructions[ep])
+            elif kind == 1:
+                weight[n] = s.fail_weight
+                texts.append(self.instructions[ep])
+            else:
+                texts.append(self.others[rng.integers(len(self.others))])
+        return {"a": ia, "b": ib, "delta": delta, "done": done, "weight": weight, "text": texts}
+
+    def gather(self, idx: np.ndarray, device: torch.device) -> dict[str, Any]:
+        images = {k[len("images/"):]: torch.from_numpy(v[idx]).to(device) for k, v in self.frames.items()
+                  if k.startswith("images/")}
+        return {"images": images, "state": torch.from_numpy(self.frames["state"][idx]).to(device)}
+
+
+def critic_loss(model: ProgressCritic, sampler: PairSampler, pairs: Mapping[str, Any], device: torch.device,
+                settings: CriticTrainSettings) -> tuple[torch.Tensor, dict[str, float]]:
+    text = torch.from_numpy(embed_instructions(pairs["text"])).to(device)
+    delta, done_logit = model(sampler.gather(pairs["a"], device), sampler.gather(pairs["b"], device), text)
+    target = torch.from_numpy(pairs["delta"]).to(device)
+    done_t = torch.from_numpy(pairs["done"]).to(device)
+    w = torch.from_numpy(pairs["weight"]).to(device)
+    delta_loss = (w * (delta - target).pow(2)).sum() / w.sum()
+    pos = done_t.mean().clamp(0.05, 0.95)
+    done_loss = F.binary_cross_entropy_with_logits(done_logit, done_t, pos_weight=(1 - pos) / pos)
+    loss = delta_loss + settings.done_loss_weight * done_loss
+    return loss, {"critic/delta_mse": float(delta_loss), "critic/done_bce": float(done_loss)}
+
+
+def train_critic(episodes: Sequence[CriticEpisode], settings: CriticTrainSettings | None = None,
+                 net: CriticNetConfig | None = None, model: ProgressCritic | None = None) -> tuple[ProgressCritic, dict[str, Any]]:
+    """Train (or continue training ``model``) on ``episodes``. -> (model in eval mode, metrics)."""
+    settings = settings or CriticTrainSettings()
+    torch.manual_seed(settings.seed)
+    device = torch.device(settings.device)
+    if not episodes:
+        raise ValueError("critic training needs episodes; record some with `hil-robot collect-demos` first")
+    cams = tuple(k[len("images/"):] for k in episodes[0].frames if k.startswith("images/"))
+    hw = tuple(episodes[0].frames[f"images/{cams[0]}"].shape[1:3])
+    if model is None:
+        net = net or CriticNetConfig(cameras=cams, image_hw=hw)  # type: ignore[arg-type]
+        model = ProgressCritic(net)
+    sampler = PairSampler(episodes, settings)
+    states = sampler.frames["state"]
+    model.state_mean.copy_(torch.from_numpy(states.mean(0)))
+    model.state_std.copy_(torch.from_numpy(np.maximum(states.std(0), 1e-2)))
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=settings.steps, pct_start=0.1)
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    for step in range(settings.steps):
+        loss, metrics = critic_loss(model, sampler, sampler.sample(settings.batch_size), device, settings)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % settings.log_every == 0 or step == settings.steps - 1:
+            history.append({"step": step, **metrics})
+            log.info("critic step %d: %s", step, metrics)
+    model.eval()
+    return model, {"history": history, "train_s": time.perf_counter() - t0, "episodes": len(episodes),
+                   "frames": int(len(states))}
+
+
+# ----------------------------------------------------------------------------- using a trained critic
+
+
+def label_rewards(backend: CriticBackend, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Dense rewards for a replay batch: r = Δ(obs, next_obs) -> {"reward": [B], "p_done": [B]}."""
+    a = {k[len("obs/"):]: v for k, v in batch.items() if k.startswith("obs/images/") or k == "obs/state"}
+    b = {k[len("next_obs/"):]: v for k, v in batch.items() if k.startswith("next_obs/images/") or k == "next_obs/state"}
+    if not b:
+        raise ValueError("label_rewards needs next_obs/* keys in the batch")
+    delta, p_done = backend.score(a, b, list(batch["instruction"]))
+    return {"reward": delta, "p_done": p_done}
+
+
+def score_episodes(backend: CriticBackend, episodes: Sequence[CriticEpisode], stride: int = 1) -> list[dict[str, Any]]:
+    """Per episode: value curve, P(done) and the Spearman correlation of value with time."""
+    out = []
+    for ep in episodes:
+        res = score_episode(backend, ep.frames, ep.instruction, stride=stride)
+        res.update(name=ep.name, success=ep.success)
+        out.append(res)
+    return out
+
+
+def filter_demos(backend: CriticBackend, episodes: Sequence[CriticEpisode], min_spearman: float = 0.8,
+                 stride: int = 1) -> tuple[list[CriticEpisode], list[dict[str, Any]]]:
+    """Keep demos whose critic value rises with time (Spearman ≥ ``min_spearman``). -> (kept, scores)."""
+    scores = score_episodes(backend, episodes, stride)
+    kept = [ep for ep, s in zip(episodes, scores) if np.isfinite(s["spearman"]) and s["spearman"] >= min_spearman]
+    return kept, scores
+
+
+def detection_rates(p_done_pos: np.ndarray, p_done_neg: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Recall on positives and false-positive rate on negatives at ``threshold``."""
+    return {"recall": float(np.mean(np.asarray(p_done_pos) > threshold)),
+            "false_positive_rate": float(np.mean(np.asarray(p_done_neg) > threshold))}
+
+
+def collect_sim_episodes(task: str, n_success: int, n_failure: int, *, image_hw: tuple[int, int] = (64, 64),
+                         cameras: Sequence[str] = ("front", "wrist"), seed: int = 0, failure_noise: float = 0.8,
+                         max_steps: int = 60) -> list[CriticEpisode]:
+    """Roll out the sim's scripted expert (successes) and a noisy or early-stopped expert (failures).
+
+    Failures alternate between the noisy expert (``failure_noise``) and the clean expert stopped at
+    a random fraction of a successful run (a partial attempt, then the robot holds still), so the
+    critic sees failed episodes that made some progress too."""
+    from hil_robot.config import RobotConfig, SimConfig
+    from sim import SimRobot
+    from sim.expert import make_expert
+
+    sim_cfg = SimConfig(task=task, image_height=image_hw[0], image_width=image_hw[1], cameras=tuple(cameras),
+                        max_episode_steps=max_steps)
+    rng = np.random.default_rng(seed)
+    out: list[CriticEpisode] = []
+    n_succ = n_fail = 0
+    with SimRobot(sim_cfg, RobotConfig(), seed=seed) as robot:
+        ep_seed = seed * 100_003
+        while n_succ < n_success or n_fail < n_failure:
+            ep_seed += 1
+            want_fail = n_succ >= n_success or (n_fail < n_failure and rng.random() < n_failure / (n_success + n_failure))
+            noisy = want_fail and n_fail % 2 == 0
+            expert = make_expert(task, noise_std=failure_noise if noisy else 0.0, seed=ep_seed)
+            stop_at = int(rng.integers(3, 15)) if want_fail and not noisy else max_steps
+            obs = robot.reset(seed=ep_seed)
+            observations, success = [obs], False
+            for t in range(max_steps):
+                action = expert.infer(obs)["actions"][0] if t < stop_at else np.r_[np.zeros(6), expert.act(obs)[6]]
+                robot.send_action(np.asarray(action, np.float32))
+                obs = robot.observe()
+                observations.append(obs)
+                status = robot.task_status()
+                if status["success"] or status["failed"]:
+                    success = bool(status["success"])
+                    break
+            if success and n_succ < n_success:
+                n_succ += 1
+            elif not success and want_fail and n_fail < n_failure:
+                n_fail += 1
+                observations = observations[: max(stop_at + 8, 20)]  # a failure need not run to the time limit
+            else:
+                continue
+            frames = {f"images/{c}": np.stack([o[f"images/{c}"] for o in observations]) for c in cameras}
+            frames["state"] = np.stack([o["state"] for o in observations]).astype(np.float32)
+            out.append(CriticEpisode(frames, str(obs["prompt"]), success, f"{task}-{ep_seed}"))
+    return out

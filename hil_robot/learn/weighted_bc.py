@@ -1,0 +1,154 @@
+"""Weighted behavioural cloning of the VLA (Sirius "Robot Learning on the Job", DESIGN §4).
+
+One ``update(batch)``:
+
+1. per-sample loss ``l_i = policy.model.compute_loss(batch)[i]`` (the VLA's own loss: L1 chunk
+   regression or flow matching, padded actions masked by the model);
+2. per-sample weight ``w_i = sirius_i · adv_i`` where
+   * ``sirius_i`` is the replay's ``weight`` (class weights chosen so interventions carry ~50% of
+     the loss, pre-intervention ~0.2%, demos their natural share, autonomous the rest);
+   * ``adv_i = min(exp(A_i / β), max_weight)`` when ``learner.advantage_beta > 0``: critic
+     advantages turn RL signal into extra BC weight (advantage-weighted regression). ``A`` comes
+     from the batch's ``advantage`` column or from ``advantage_fn(batch)``;
+3. ``loss = Σ w_i l_i / Σ w_i``, one AdamW step (gradient norm clipped).
+
+Plain BC (``uniform=True``, ``learner.algorithm=bc``) sets every ``w_i = 1`` — the ablation.
+Metrics are namespaced ``wbc/`` (or ``bc/``) and include each segment's share of the loss, so
+one can check the Sirius shares on live data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from hil_robot.config.learner import LearnerConfig
+from hil_robot.learn import dist
+from hil_robot.types import SEGMENT_ORDER
+
+AdvantageFn = Callable[[Mapping[str, Any]], np.ndarray]
+
+
+class _BCLoss(nn.Module):
+    """forward(model batch) -> per-sample loss [B]; a Module so DDP can wrap it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        return self.model.compute_loss(batch)
+
+
+class WeightedBC:
+    """``update(batch) -> metrics`` for a policy whose ``model.compute_loss(batch) -> Tensor[B]``.
+
+    policy: a VLA policy (``policy.model`` trains in place; the policy object is what gets saved).
+    batch_to_torch: replay dict -> model batch (default ``policies.vla.batch_to_torch``).
+    """
+
+    def __init__(self, cfg: LearnerConfig, policy: Any, device: str | torch.device = "cpu", *,
+                 uniform: bool | None = None, advantage_fn: AdvantageFn | None = None,
+                 batch_to_torch: Callable[[Mapping[str, Any], torch.device], Mapping[str, Any]] | None = None,
+                 grad_clip: float = 1.0):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.policy = policy
+        self.model: nn.Module = policy.model.to(self.device)
+        self.model.train()
+        self.uniform = (cfg.algorithm == "bc") if uniform is None else uniform
+        self.prefix = "bc" if self.uniform else "wbc"
+        self.advantage_fn = advantage_fn
+        if batch_to_torch is None:
+            from policies.vla import batch_to_torch as _vla_batch_to_torch
+
+            batch_to_torch = _vla_batch_to_torch
+        self.batch_to_torch = batch_to_torch
+        self.grad_clip = grad_clip
+        self.loss_module = dist.wrap(_BCLoss(self.model), find_unused_parameters=True)
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
+                                     weight_decay=1e-4, fused=self.device.type in ("cpu", "cuda"))
+        self.num_updates = 0
+
+    # ------------------------------------------------------------------ weights
+    def sample_weights(self, batch: Mapping[str, Any], n: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """-> (w [B] float, metrics). Raises on missing/negative/non-finite weights (bad replay)."""
+        metrics: dict[str, float] = {}
+        if self.uniform:
+            w = torch.ones(n)
+        else:
+            if "weight" not in batch:
+                raise KeyError("weighted BC needs the replay batch's 'weight' column (Sirius class weights)")
+            w = torch.as_tensor(np.asarray(batch["weight"], dtype=np.float32))
+            if w.shape != (n,) or not torch.isfinite(w).all() or (w < 0).any():
+                raise ValueError(f"replay 'weight' must be finite, >= 0 and shape ({n},); got {tuple(w.shape)}")
+        if self.cfg.advantage_beta > 0:
+            if "advantage" in batch:
+                adv = np.asarray(batch["advantage"], dtype=np.float32)
+            elif self.advantage_fn is not None:
+                adv = np.asarray(self.advantage_fn(batch), dtype=np.float32)
+            else:
+                raise KeyError("learner.advantage_beta > 0 needs advantages: an 'advantage' column or a critic")
+            a = torch.as_tensor(adv).reshape(n)
+            adv_w = torch.exp(a / self.cfg.advantage_beta).clamp(max=self.cfg.advantage_max_weight)
+            adv_w = torch.nan_to_num(adv_w, nan=1.0)  # no critic value: neutral weight
+            w = w * adv_w
+            metrics[f"{self.prefix}/adv_weight_mean"] = float(adv_w.mean())
+            metrics[f"{self.prefix}/advantage_mean"] = float(torch.nan_to_num(a).mean())
+        return w.to(self.device), metrics
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: Mapping[str, Any]) -> dict[str, float]:
+        """batch: replay dict (numpy) -> metrics."""
+        model_batch = self.batch_to_torch(batch, self.device)
+        self.model.train()
+        per_sample = self.loss_module(model_batch)  # [B]
+        n = per_sample.shape[0]
+        w, metrics = self.sample_weights(batch, n)
+        total_w = w.sum()
+        if total_w <= 0:
+            return {**metrics, f"{self.prefix}/skipped_zero_weight": 1.0}
+        loss = (w * per_sample).sum() / total_w
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip) if self.grad_clip > 0 else torch.tensor(0.0)
+        self.opt.step()
+        self.num_updates += 1
+        p = self.prefix
+        metrics.update({
+            f"{p}/loss": float(loss.detach()),
+            f"{p}/unweighted_loss": float(per_sample.detach().mean()),
+            f"{p}/grad_norm": float(grad_norm),
+            f"{p}/updates": float(self.num_updates),
+        })
+        if "segment" in batch:
+            metrics.update(segment_shares(per_sample.detach(), w, np.asarray(batch["segment"]), p))
+        return metrics
+
+    # ------------------------------------------------------------------ state
+    def publish_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.num_updates = int(state["num_updates"])
+
+
+def segment_shares(per_sample: torch.Tensor, w: torch.Tensor, segments: np.ndarray, prefix: str) -> dict[str, float]:
+    """Each segment class's share of the weighted loss (sums to 1 over classes present)."""
+    contrib = (w * per_sample).cpu()
+    total = float(contrib.sum()) or 1.0
+    seg = torch.as_tensor(segments.astype(np.int64))
+    out = {}
+    for i, s in enumerate(SEGMENT_ORDER):
+        mask = seg == i
+        if bool(mask.any()):
+            out[f"{prefix}/loss_share_{s.value}"] = float(contrib[mask].sum()) / total
+    return out
