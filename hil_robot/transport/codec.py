@@ -75,7 +75,7 @@ class _Encoder:
         if isinstance(obj, np.ndarray):
             if obj.dtype.kind not in _ALLOWED_KINDS or obj.dtype.hasobject or obj.dtype.fields is not None:
                 raise CodecError(f"cannot send numpy arrays of dtype {obj.dtype}; use bool, integer or float arrays")
-            arr = np.ascontiguousarray(obj)
+            arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj).reshape(obj.shape)
             if arr.dtype.byteorder == ">":
                 arr = arr.astype(arr.dtype.newbyteorder("<"))
             header = [arr.dtype.str, list(arr.shape)]

@@ -105,8 +105,11 @@ class PolicyClient:
 
     @property
     def metadata(self) -> dict[str, Any]:
+        """The server's metadata, fetched once (``fetch_metadata()`` refreshes); policy_version is the latest seen."""
         if self._metadata is None:
             self._metadata = self.fetch_metadata()
+        if self.policy_version >= 0:
+            self._metadata["policy_version"] = self.policy_version
         return self._metadata
 
     def infer_batch(self, observations: list[dict[str, Any]]) -> list[dict[str, Any]]:

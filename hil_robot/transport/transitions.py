@@ -12,7 +12,7 @@ queue is full the configured policy applies — ``block`` (backpressure: the cal
 
 ``TransitionReceiver`` (learner side, ROUTER, binds) persists items *in order* into its sink (a
 ``Recorder`` over the learner's own ``EpisodeStore``: ``add(StepRecord)``,
-``end_episode(success, **meta)``) and only then acknowledges them (cumulative ack per sender
+``end_episode(success, **meta)``), calls ``sink.flush()`` if it has one, and only then acknowledges them (cumulative ack per sender
 session), so anything acknowledged is in the store. Duplicates (re-sends) are acknowledged again
 but not persisted twice. An item the sink rejects (bad record) is acknowledged as rejected with the
 sink's message, counted on both sides and logged — it cannot be fixed by re-sending.
@@ -247,8 +247,10 @@ class TransitionReceiver:
     """Learner-side end: persists into ``sink`` in order, then acknowledges (see module doc)."""
 
     def __init__(self, sink: EpisodeSink, endpoint: str = "tcp://127.0.0.1:5557", *, curve: CurveKeys | None = None,
-                 heartbeat_s: float = 0.5, max_frame_bytes: int = 256 * 1024 * 1024, link: Link | None = None) -> None:
+                 heartbeat_s: float = 0.5, max_frame_bytes: int = 256 * 1024 * 1024, flush_before_ack: bool = True,
+                 link: Link | None = None) -> None:
         self.sink = sink
+        self.flush_before_ack = flush_before_ack
         self.link: Link = link or ZmqLink("router", endpoint, curve=curve, hwm=10000, heartbeat_s=heartbeat_s,
                                           max_frame_bytes=max_frame_bytes)
         self.endpoint = getattr(self.link, "bound_endpoint", endpoint)
@@ -288,6 +290,13 @@ class TransitionReceiver:
             if msg["type"] != "ping":
                 persisted += self._persist(session, seq, msg, entry)
             got = self.link.recv(0.0) if persisted < 512 else None
+        if persisted and self.flush_before_ack and callable(getattr(self.sink, "flush", None)):
+            try:
+                self.sink.flush()  # make what we acknowledge durable (the store buffers writes)
+            except Exception as e:
+                log.error("sink flush failed, not acknowledging: %s", e)
+                self.last_error = f"flush failed: {e}"
+                return persisted
         for (peer, session), rejected in acks.items():
             self.link.send(encode({"type": "ack", "session": session, "upto": self.expected.get(session, 0) - 1,
                                    "rejected": rejected}), peer=peer)

@@ -287,7 +287,12 @@ class WeightSubscriber:
             done = None
             while got is not None:  # drain what is queued, keep only the newest complete update
                 try:
-                    done = self._handle(got[1]) or done
+                    new = self._handle(got[1])
+                    if new is not None:
+                        if done is not None:  # two complete updates queued: validate only the newer
+                            self.assembler.dropped["superseded"] += 1
+                        if done is None or new[0]["version"] >= done[0]["version"]:
+                            done = new
                 except Exception as e:  # never let one bad message stop the bus
                     self.counters["bad_frames"] += 1
                     log.warning("weight bus: message dropped: %s: %s", type(e).__name__, e)
