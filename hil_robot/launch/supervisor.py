@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Sequence, TextIO
+from typing import Callable, Sequence, TextIO
 
 from hil_robot.launch.plan import ProcessSpec
 
@@ -71,7 +71,7 @@ class Supervisor:
 
     def __init__(self, specs: Sequence[ProcessSpec], env: dict[str, str], *, restart_delay_s: float = 1.0,
                  shutdown_timeout_s: float = 5.0, out: TextIO | None = None, python: str = sys.executable,
-                 log_dir: str | None = None) -> None:
+                 log_dir: str | None = None, command_for: Callable[[ProcessSpec], list[str]] | None = None) -> None:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"node names must be unique, got {names}")
@@ -82,6 +82,7 @@ class Supervisor:
         self.out = out or sys.stdout
         self.python = python
         self.log_dir = log_dir
+        self.command_for = command_for or (lambda spec: spec.command(self.python))
         self.events: list[Event] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -115,7 +116,7 @@ class Supervisor:
     # ------------------------------------------------------------------ lifecycle
 
     def _spawn(self, child: _Child) -> None:
-        cmd = child.spec.command(self.python)
+        cmd = self.command_for(child.spec)
         child.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
         child.reader = threading.Thread(target=self._pump, args=(child, child.proc), daemon=True)

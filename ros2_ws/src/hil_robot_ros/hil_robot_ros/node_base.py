@@ -121,11 +121,9 @@ def run_node(make_node: Callable[[RootConfig], Any], argv: Sequence[str] | None 
                     close()
             except Exception:  # noqa: BLE001 - best-effort cleanup on the way out
                 log.exception("error while closing the node")
-            executor.remove_node(node)
-            node.destroy_node()
-        executor.shutdown(timeout_sec=1.0)
+        executor.shutdown(timeout_sec=2.0)  # let running callbacks finish before the node goes away
         if rclpy.ok():
-            rclpy.shutdown()
+            rclpy.shutdown()  # destroys the node's entities; destroying them first races the executor
     return rc
 
 
