@@ -43,7 +43,8 @@ _SAFE_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 class EpisodeStore:
     """A folder of episodes. ``EpisodeStore(path)`` creates it if needed and recovers crashed writes.
 
-    image_codec: jpeg | png | zstd | raw (only used when this store writes; files say their own).
+    image_codec: zstd | jpeg | png | raw (used when this store writes; each file names its own). zstd
+        (lossless) suits rendered frames, jpeg real cameras; see codec.py.
     flush_interval_s: the most a SIGKILLed writer can lose (default 0.5 s, must be <= 1 s).
     read_only: never recover, create or write (for a second process that only samples).
     """
@@ -52,7 +53,7 @@ class EpisodeStore:
         self,
         path: str | os.PathLike,
         *,
-        image_codec: str = "jpeg",
+        image_codec: str = "zstd",
         jpeg_quality: int = 95,
         flush_interval_s: float = 0.5,
         max_buffered_steps: int = 256,
@@ -392,6 +393,6 @@ def read_episode_file(path: Path) -> Episode:
         raise EpisodeCorruptError(f"episode {name}: metadata says {meta.num_steps} steps, file has {len(columns.get('step', ()))}")
     return Episode(
         meta=meta, index=int(header.get("index", -1)), header=header, columns=columns, images=images,
-        image_shapes=shapes, codec=str(header.get("image_codec", "jpeg")), final_obs=final_obs,
+        image_shapes=shapes, codec=str(header.get("image_codec", "zstd")), final_obs=final_obs,
         recovered=bool(meta.extra.get("recovered", False)),
     )

@@ -21,7 +21,7 @@ def _record(store, eid, segments, episode=0, **kw):
 
 
 def test_round_trip_keeps_every_field_lossless(tmp_path):
-    store = EpisodeStore(tmp_path / "s", image_codec="zstd")
+    store = EpisodeStore(tmp_path / "s")  # default codec: lossless
     rec = Recorder(store, 0, robot="sim_panda", operator="alice")
     sent = [synthetic.step_record("ep-1", t, "autonomous" if t < 3 else "correction", last=t == 5, **SMALL) for t in range(6)]
     for s in sent:
@@ -49,8 +49,8 @@ def test_round_trip_keeps_every_field_lossless(tmp_path):
     assert ep.final_obs["obs/state"][0] == 6
 
 
-def test_jpeg_default_is_close_and_small(tmp_path):
-    store = EpisodeStore(tmp_path / "s")
+def test_jpeg_codec_is_close(tmp_path):
+    store = EpisodeStore(tmp_path / "s", image_codec="jpeg")
     _record(store, "e", ["demo"] * 4)
     ep = store.read_episode(0)
     assert ep.codec == "jpeg"
