@@ -37,6 +37,7 @@ class LearnerConfig:
     pre_intervention_k: int = 15
     advantage_beta: float = 0.0  # > 0 enables critic-advantage weights exp(A/beta)
     advantage_max_weight: float = 20.0  # clip for exp(A/beta)
+    critic_checkpoint: str = ""  # progress-critic checkpoint (reward=critic, advantage_beta > 0)
     memory_max_steps: int = 200_000
     memory_strategy: str = "fifo"  # fifo | filo | lifo_intervention | mifo_intervention
     memory_keep_demos: bool = True  # never evict demo episodes while others can go (Sirius keeps its demos)

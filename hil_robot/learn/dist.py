@@ -80,3 +80,12 @@ def barrier() -> None:
 def cleanup() -> None:
     if tdist.is_available() and tdist.is_initialized():
         tdist.destroy_process_group()
+
+
+def agree(flag: bool) -> bool:
+    """True on every rank if it is True on any rank (so all ranks stop at the same update)."""
+    if world_size() <= 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return bool(t.item() > 0)

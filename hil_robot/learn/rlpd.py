@@ -16,7 +16,9 @@ demo+intervention view and the online view, see ``mix_batches``):
 Actions: the continuous dims ``[dx..drz]`` (and the gripper too when ``rl_gripper=continuous``)
 come from a tanh-Gaussian actor; with ``rl_gripper=discrete`` the gripper is chosen by the
 gripper critic over (close, stay, open). With ``rl_actor=residual`` the actor outputs a
-correction added to a base policy's action (``base_actor(batch, prefix) -> [B, 7]``, e.g. the VLA).
+correction added to a base policy's action; the caller puts the base policy's (the VLA's) actions
+in the batch as ``obs/base_action`` and ``next_obs/base_action`` float32 [B, 7]
+(``loop.add_base_actions``).
 
 Metrics are namespaced ``rlpd/...``. For speed the next-state features come from the *target*
 encoder for both the next action and the target Q (one encoder pass instead of two).
@@ -25,7 +27,7 @@ encoder for both the next action and the target Q (one encoder pass instead of t
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -47,7 +49,6 @@ from policies.rl import (
     random_shift,
 )
 
-BaseActor = Callable[[Mapping[str, torch.Tensor], str], torch.Tensor]
 GRIPPER_OPENING = STATE_LAYOUT["gripper"][0]
 
 
@@ -152,13 +153,10 @@ def adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
 class RLPD:
     """SAC with a critic ensemble, DrQ and a discrete gripper critic. ``update(batch) -> metrics``."""
 
-    def __init__(self, cfg: LearnerConfig, obs_spec: Mapping[str, Any], device: str | torch.device = "cpu",
-                 base_actor: BaseActor | None = None):
+    def __init__(self, cfg: LearnerConfig, obs_spec: Mapping[str, Any], device: str | torch.device = "cpu"):
         self.cfg = cfg
         self.device = torch.device(device)
-        if cfg.rl_actor == "residual" and base_actor is None:
-            raise ValueError("learner.rl_actor=residual needs a base policy (the VLA) to add the residual to")
-        self.base_actor = base_actor if cfg.rl_actor == "residual" else None
+        self.residual = cfg.rl_actor == "residual"
         self.discrete_gripper = cfg.rl_gripper == "discrete"
         self.action_dim = ACTION_DIM - 1 if self.discrete_gripper else ACTION_DIM
         hidden = tuple(cfg.rl_hidden_dims)
@@ -204,10 +202,12 @@ class RLPD:
         return feat if base is None else torch.cat([feat, base], dim=-1)
 
     def _base(self, b: Mapping[str, torch.Tensor], prefix: str) -> torch.Tensor | None:
-        if self.base_actor is None:
+        if not self.residual:
             return None
-        with torch.no_grad():
-            return self.base_actor(b, prefix).to(self.device).float()
+        key = f"{prefix}base_action"
+        if key not in b:
+            raise KeyError(f"learner.rl_actor=residual needs '{key}' (the base policy's action) in the batch")
+        return b[key].float()
 
     # ------------------------------------------------------------------ update
     def update(self, batch: Mapping[str, Any]) -> dict[str, float]:
