@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("hil_robot.data.cli:render", "render an episode of a store to mp4"),
     "serve-policy": ("hil_robot.transport.cli:serve_policy", "host a policy behind a zmq endpoint"),
     "keys": ("hil_robot.transport.cli:keys", "generate ZMQ CURVE key pairs"),
+    "receive-transitions": ("hil_robot.transport.cli:receive_transitions", "learner host: persist a remote controller's transition stream into a store"),
     "controller": ("hil_robot.control.cli:controller", "run the control loop against the sim robot"),
     "train-bc": ("hil_robot.learn.cli:train_bc", "train the VLA with (weighted) BC from a store"),
     "learner": ("hil_robot.learn.cli:learner", "background learner: tail a store, train, publish weights"),

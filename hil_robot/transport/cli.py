@@ -1,9 +1,10 @@
-"""``hil-robot serve-policy`` and ``hil-robot keys``.
+"""``hil-robot serve-policy``, ``hil-robot keys`` and ``hil-robot receive-transitions``.
 
     hil-robot serve-policy policy=vla checkpoint=runs/x/ckpt            # 127.0.0.1:5555
     hil-robot serve-policy policy=expert transport=remote               # 0.0.0.0, CURVE keys required
     hil-robot serve-policy policy=vla transport.subscribe_weights=true  # follow the learner's weights
     hil-robot keys dir=keys names=server,client,robot2
+    hil-robot receive-transitions store=runs/learner_store          # learner host, port 5557
 """
 
 from __future__ import annotations
@@ -102,4 +103,41 @@ def keys(argv: list[str]) -> int:
         print(path)
     print(f"copy public/*.key to every peer; keep private/<name>.key_secret only on the machine named <name>; "
           f"set transport.curve_keys_dir={opts['dir']} (clients: transport.curve_key_name=<name>)")
+    return 0
+
+
+def receive_transitions(argv: list[str]) -> int:
+    """Learner host: bind the transition stream and persist everything into ``store`` (a Recorder)."""
+    opts, cfg = parse_command_args(argv, options={"store": "", "port": -1, "pre_intervention_k": 15,
+                                                  "image_codec": "jpeg", "max_seconds": 0.0, "status_every_s": 10.0})
+    if not opts["store"]:
+        raise ConfigError("receive-transitions needs store=<episode store directory>")
+    from hil_robot.data import EpisodeStore, Recorder
+    from hil_robot.transport.transitions import TransitionReceiver
+
+    t = cfg.transport
+    port = t.transitions_port if opts["port"] < 0 else opts["port"]
+    store = EpisodeStore(opts["store"], image_codec=opts["image_codec"])
+    recorder = Recorder(store, pre_intervention_k=opts["pre_intervention_k"])
+    receiver = TransitionReceiver(recorder, tcp_endpoint(t.bind_host, port), curve=keys_from_config(t, server=True),
+                                  heartbeat_s=t.heartbeat_s, max_frame_bytes=t.max_frame_bytes)
+    print(f"receiving transitions on {receiver.endpoint} into {opts['store']}", flush=True)
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    start = last_status = time.monotonic()
+    try:
+        while not stop.is_set():
+            receiver.poll_once(0.05)
+            now = time.monotonic()
+            if opts["max_seconds"] and now - start > opts["max_seconds"]:
+                break
+            if now - last_status > opts["status_every_s"]:
+                last_status = now
+                log.info("status %s", receiver.status())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.link.close()
+        recorder.close()
     return 0
