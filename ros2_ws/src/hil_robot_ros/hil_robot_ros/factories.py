@@ -14,7 +14,7 @@ def make_operator(cfg: RootConfig, seed: int | None = None) -> Any:
     if cfg.teleop.device == "sim_operator":
         from sim.operator import SimulatedOperator
 
-        return SimulatedOperator(cfg.teleop.sim_operator, cfg.sim.task, seed)
+        return SimulatedOperator(cfg.teleop.sim_operator, cfg.sim.task, seed, robot_cfg=cfg.robot)
     from teleop.node import TeleopNode
 
     return TeleopNode(cfg.teleop, cfg.robot)

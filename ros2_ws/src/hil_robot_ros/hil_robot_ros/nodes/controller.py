@@ -126,6 +126,9 @@ class ControllerNode(Node):
             self.robot.connect()
             i = 0
             while not self._stop.is_set() and (self.p["episodes"] == 0 or i < self.p["episodes"]):
+                if self.controller.safety.estopped:  # no new episode (and no reset motion) while latched
+                    self._stop.wait(0.1)
+                    continue
                 res = self.controller.run_episode(seed=self.seed0 + i)
                 self.results.append(res)
                 log.info(f"episode {i}: {res.steps} steps, {res.end_reason}, {res.interventions} interventions")

@@ -15,6 +15,7 @@ Modes (parameter ``mode``):
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import threading
 import time
@@ -67,6 +68,9 @@ class SimDriverNode(LifecycleNode):
         self.done, self.exit_code, self.last_error = False, 0, ""
         self.robot: Any = None
         self._robot_lock = threading.Lock()  # the tick, commands, resets and the e-stop share the robot
+        # MuJoCo's GL context belongs to one thread: every robot call runs on this single worker
+        self._sim_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim")
+        self._closing = False
         self._step_group = MutuallyExclusiveCallbackGroup()  # physics + rendering: the slow work
         self._estop_group = MutuallyExclusiveCallbackGroup()  # never queued behind a physics step
         self.estopped = False
@@ -89,9 +93,12 @@ class SimDriverNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         seed = self.p["seed"] if self.p["seed"] >= 0 else self.cfg.experiment.seed
         try:
-            self.robot = make_robot(self.cfg, self.p["backend"], seed)
-            self.robot.connect()
-            obs = self.robot.reset(seed=seed)
+            def start() -> dict[str, Any]:
+                self.robot = make_robot(self.cfg, self.p["backend"], seed)
+                self.robot.connect()
+                return self.robot.reset(seed=seed)
+
+            obs = self._call(start)
         except Exception as e:  # noqa: BLE001 - report what failed and stay unconfigured
             self.last_error = f"sim robot could not start: {e}"
             self.get_logger().error(self.last_error)
@@ -127,7 +134,7 @@ class SimDriverNode(LifecycleNode):
         else:
             self._image_every = 1
             self.create_timer(self.p["republish_s"], self._republish, callback_group=self._step_group)
-        self._publish(self._initial_obs)
+        self._call(self._publish, self._initial_obs)
         return ret
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -138,7 +145,24 @@ class SimDriverNode(LifecycleNode):
         self.close()
         return TransitionCallbackReturn.SUCCESS
 
+    def _call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn`` on the sim thread (serialised with every other robot call) and wait for it."""
+        try:
+            return self._sim_thread.submit(fn, *args).result()
+        except RuntimeError:  # shutting down: no new work is accepted
+            if self._closing:
+                return None
+            raise
+
     def close(self) -> None:
+        if self._closing:
+            return
+        if self.robot is not None:
+            self._call(self._close_robot)
+        self._closing = True
+        self._sim_thread.shutdown(wait=True)
+
+    def _close_robot(self) -> None:
         with self._robot_lock:
             if self.robot is not None:
                 try:
@@ -206,6 +230,9 @@ class SimDriverNode(LifecycleNode):
         return a
 
     def _tick(self) -> None:  # realtime mode
+        self._call(self._tick_sim)
+
+    def _tick_sim(self) -> None:
         with self._robot_lock:
             if self.robot is None:
                 return
@@ -220,6 +247,9 @@ class SimDriverNode(LifecycleNode):
             self._publish(obs, images=self.steps % self._image_every == 0)
 
     def _republish(self) -> None:  # lockstep mode: the last observation again, same stamp
+        self._call(self._republish_sim)
+
+    def _republish_sim(self) -> None:
         with self._robot_lock:
             if self._last_obs is not None and time.monotonic() - self._last_pub_s >= self.p["republish_s"]:
                 stamp, obs, status = self._last_obs
@@ -233,6 +263,9 @@ class SimDriverNode(LifecycleNode):
         for d in (self._twist, self._grip, self._pose):  # older halves will never be completed
             for s in [s for s in d if s < stamp]:
                 del d[s]
+        self._call(self._step_and_publish, kind, value, grip)
+
+    def _step_and_publish(self, kind: str, value: Any, grip: float) -> None:
         with self._robot_lock:
             if self.robot is None:
                 return
@@ -272,6 +305,13 @@ class SimDriverNode(LifecycleNode):
         except (convert.ConversionError, KeyError, ValueError) as e:
             self.get_logger().error(f"bad sim/reset request ({e}); send JSON {{\"reset_id\": int, \"seed\": int|null}}")
             return
+        if self.estopped:  # a reset moves the arm: not while the e-stop is latched
+            self.get_logger().warning("sim/reset ignored: e-stop latched (publish estop/reset first)",
+                                      throttle_duration_sec=2.0)
+            return
+        self._call(self._reset_sim, reset_id, seed)
+
+    def _reset_sim(self, reset_id: int, seed: Any) -> None:
         with self._robot_lock:
             if self.robot is None or reset_id == self.reset_id:
                 return
@@ -287,7 +327,10 @@ class SimDriverNode(LifecycleNode):
     def _on_estop(self, msg: Bool) -> None:
         if not msg.data or self.estopped:
             return
-        self.estopped = True  # the next physics step holds even if the lock is busy right now
+        self.estopped = True  # the next physics step holds even if the sim thread is busy right now
+        self._call(self._estop_sim)
+
+    def _estop_sim(self) -> None:
         with self._robot_lock:
             if self.robot is None:
                 return
