@@ -89,3 +89,18 @@ def agree(flag: bool) -> bool:
     t = torch.tensor([1.0 if flag else 0.0])
     tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def check_in_sync(modules: dict[str, nn.Module]) -> None:
+    """Raise if any rank's parameters differ from rank 0's (DDP keeps them identical; a mismatch
+    means a rank skipped an update or trained on something else)."""
+    if world_size() <= 1:
+        return
+    with torch.no_grad():
+        sums = torch.stack([torch.cat([p.detach().double().reshape(-1) for p in m.parameters()]).sum()
+                            for m in modules.values()]).cpu()
+    gathered = [torch.zeros_like(sums) for _ in range(world_size())]
+    tdist.all_gather(gathered, sums)
+    for r, g in enumerate(gathered):
+        if not torch.allclose(g, gathered[0], rtol=1e-9, atol=1e-9):
+            raise RuntimeError(f"DDP ranks diverged: rank {r} parameter sums {g.tolist()} != rank 0 {gathered[0].tolist()}")

@@ -230,6 +230,7 @@ class Learner:
         ckpt.record_published(self.run_dir, self.state.version, self.state.step)
 
     def save_checkpoint(self) -> Path | None:
+        dist.check_in_sync(self.trainable_modules())  # collective: every rank calls save_checkpoint
         if not self.main_rank:
             return None
         meta = {
@@ -247,6 +248,11 @@ class Learner:
         path = ckpt.save(self.run_dir, state, meta, extra_writer=writer)
         self.logger.plot()
         return path
+
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
+        if hasattr(self.algo, "critic_loss"):
+            return {"critic": self.algo.critic_loss, "actor": self.algo.actor}
+        return {"model": self.algo.model}
 
     # ------------------------------------------------------------------ loop
     def run(self, on_update: Callable[["Learner", dict[str, float]], None] | None = None) -> dict[str, Any]:
@@ -281,8 +287,8 @@ class Learner:
                 if updates_since_pub >= lc.publish_every_updates or now - last_pub >= lc.publish_every_s:
                     self.publish()
                     updates_since_pub, last_pub = 0, now
-                if (lc.checkpoint_every_updates and updates_since_ckpt >= lc.checkpoint_every_updates) or \
-                        now - last_ckpt >= lc.checkpoint_every_s:
+                if dist.agree((lc.checkpoint_every_updates and updates_since_ckpt >= lc.checkpoint_every_updates)
+                              or now - last_ckpt >= lc.checkpoint_every_s):
                     self.save_checkpoint()
                     updates_since_ckpt, last_ckpt = 0, now
                 if now - last_log >= lc.log_every_s:
@@ -301,7 +307,7 @@ class Learner:
                 self._log_row(sums, counts, updates_since_log / max(time.monotonic() - last_log, 1e-9))
             self.close()
         elapsed = time.monotonic() - t_start
-        return {"step": self.state.step, "version": self.state.version, "run_dir": str(self.run_dir),
+        return {"step": self.state.step, "version": self.state.version, "run_dir": str(self.run_dir), "world_size": self.world,
                 "elapsed_s": elapsed, "updates_per_s": rate, "last_metrics": last_metrics,
                 "resumed_from": self.resumed_from}
 

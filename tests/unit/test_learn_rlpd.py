@@ -1,0 +1,176 @@
+"""RLPD / SAC pieces: networks, DrQ shift, bootstrapping, gripper classes, state round-trip."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from hil_robot.config import load_config
+from hil_robot.learn.rlpd import RLPD, mix_batches, obs_spec_from_batch
+from policies.rl import (
+    GRIPPER_CLOSE,
+    GRIPPER_OPEN,
+    GRIPPER_STAY,
+    EnsembleCritic,
+    RLPolicy,
+    TanhGaussianActor,
+    gripper_class,
+    gripper_command,
+    random_shift,
+)
+
+torch.set_num_threads(1)
+
+
+def fake_batch(b: int, hw: int | None = None, seed: int = 0, task_dim: int = 6) -> dict:
+    """A replay batch with the data contract's keys (the real replay is exercised in loop tests)."""
+    r = np.random.default_rng(seed)
+    out: dict = {}
+    for p in ("obs/", "next_obs/"):
+        out[p + "state"] = r.normal(size=(b, 15)).astype(np.float32)
+        out[p + "task_state"] = r.normal(size=(b, task_dim)).astype(np.float32)
+        if hw:
+            for cam in ("front", "wrist"):
+                out[p + f"images/{cam}"] = r.integers(0, 255, (b, hw, hw, 3), dtype=np.uint8)
+    out["action"] = r.uniform(-1, 1, (b, 7)).astype(np.float32)
+    out["reward"] = r.random(b).astype(np.float32)
+    out["done"] = np.zeros(b, np.float32)
+    out["truncated"] = np.zeros(b, np.float32)
+    out["instruction"] = ["pick up the red cube"] * b
+    return out
+
+
+def learner_cfg(*overrides: str):
+    return load_config(["learner=rlpd", *overrides]).learner
+
+
+def test_random_shift_is_a_bounded_replicate_shift():
+    img = torch.arange(12 * 12, dtype=torch.int32).reshape(1, 12, 12, 1).repeat(64, 1, 1, 3).to(torch.uint8)
+    out = random_shift(img, pad=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == img.shape and out.dtype == torch.uint8
+    src = img[0, :, :, 0].long()
+    shifts = set()
+    for i in range(64):
+        o = out[i, :, :, 0].long()
+        # the centre pixel came from a source pixel at most 2 rows/cols away, and every channel moved together
+        (r, c), = ((src == o[6, 6]).nonzero().tolist())
+        assert abs(r - 6) <= 2 and abs(c - 6) <= 2
+        dy, dx = r - 6, c - 6
+        expect = src[np.clip(np.arange(12) + dy, 0, 11)][:, np.clip(np.arange(12) + dx, 0, 11)]
+        assert torch.equal(o, expect)
+        assert torch.equal(out[i, :, :, 0], out[i, :, :, 2])
+        shifts.add((dy, dx))
+    assert len(shifts) > 10  # offsets really are random per sample
+    assert torch.equal(random_shift(img, pad=0), img)
+
+
+def test_ensemble_critic_members_are_independent_and_actor_is_squashed():
+    critic = EnsembleCritic(10, 6, (32, 32), ensemble=4)
+    feat, act = torch.randn(5, 10), torch.rand(5, 6) * 2 - 1
+    q = critic(feat, act)
+    assert q.shape == (4, 5)
+    assert not torch.allclose(q[0], q[1])  # different initialisations
+    actor = TanhGaussianActor(10, 6, (32,))
+    a, logp = actor(feat)
+    assert a.shape == (5, 6) and logp.shape == (5,) and a.abs().max() < 1
+    a_det, _ = actor(feat, deterministic=True)
+    assert torch.equal(a_det, actor(feat, deterministic=True)[0])
+
+
+def test_gripper_classes_round_trip():
+    opening = torch.tensor([1.0, 1.0, 0.3, 0.3])  # open, open, closed, closed
+    command = torch.tensor([1.0, -1.0, 1.0, -1.0])  # close, open, close, open
+    cls = gripper_class(command, opening, closed_below=0.8)
+    assert cls.tolist() == [GRIPPER_CLOSE, GRIPPER_STAY, GRIPPER_STAY, GRIPPER_OPEN]
+    assert torch.equal(gripper_command(cls, opening, 0.8), command)
+
+
+def _target_after_one_update(cfg, batch):
+    agent = RLPD(cfg, obs_spec_from_batch(batch, cfg))
+    return agent.update(batch)["rlpd/target_mean"]
+
+
+def test_bootstrap_stops_on_done_but_not_on_truncation():
+    cfg = learner_cfg("learner.rl_gripper=continuous", "learner.rl_backup_entropy=false")
+    b = fake_batch(32)
+    b["reward"][:] = 0.0
+    torch.manual_seed(0)
+    base = _target_after_one_update(cfg, b)
+    assert abs(base) > 1e-4  # zero reward: the target is γ·Q'(s', a') only
+    done = dict(b, done=np.ones(32, np.float32))
+    torch.manual_seed(0)
+    assert _target_after_one_update(cfg, done) == pytest.approx(0.0, abs=1e-7)
+    trunc = dict(b, truncated=np.ones(32, np.float32))
+    torch.manual_seed(0)
+    assert _target_after_one_update(cfg, trunc) == pytest.approx(base, rel=1e-6)
+    both = dict(b, done=np.ones(32, np.float32), truncated=np.ones(32, np.float32))  # time limit wins
+    torch.manual_seed(0)
+    assert _target_after_one_update(cfg, both) == pytest.approx(base, rel=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [
+    ("learner=rlpd",),
+    ("learner=rlpd_image", "learner.utd_ratio=2"),
+    ("learner=rlpd", "learner.num_critics=10", "learner.rl_gripper=continuous"),
+])
+def test_update_trains_and_state_dict_round_trips_exactly(overrides):
+    cfg = load_config(list(overrides)).learner
+    hw = 16 if cfg.rl_obs == "image" else None
+    batches = [fake_batch(16 * cfg.utd_ratio, hw, seed=i) for i in range(4)]
+    spec = obs_spec_from_batch(batches[0], cfg)
+    torch.manual_seed(1)
+    a = RLPD(cfg, spec)
+    before = {k: v.clone() for k, v in a.actor.state_dict().items()}
+    m = a.update(batches[0])
+    assert all(k.startswith("rlpd/") for k in m) and np.isfinite(list(m.values())).all()
+    assert any(not torch.equal(before[k], v) for k, v in a.actor.state_dict().items())
+    b = RLPD(cfg, spec)
+    b.load_state_dict(copy.deepcopy(a.state_dict()))  # as from disk: no tensors shared with `a`
+    rng = torch.get_rng_state()
+    a.update(batches[1])
+    torch.set_rng_state(rng)
+    b.update(batches[1])
+    for (k, va), vb in zip(a.critic_loss.state_dict().items(), b.critic_loss.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert a.num_updates == b.num_updates == 2
+
+
+def test_published_weights_drive_an_rl_policy_like_the_learner():
+    cfg = learner_cfg()
+    batch = fake_batch(8)
+    agent = RLPD(cfg, obs_spec_from_batch(batch, cfg))
+    agent.update(batch)
+    policy = RLPolicy(cfg, obs_spec_from_batch(batch, cfg))
+    policy.load_weights(agent.publish_weights(), version=7)
+    obs = {"state": batch["obs/state"][0], "task_state": batch["obs/task_state"][0], "prompt": "", "timestamp_s": 0.0}
+    out = policy.infer(obs)
+    assert out["policy_version"] == 7 and out["actions"].shape == (1, 7)
+    np.testing.assert_allclose(out["actions"], agent.act({k: v[:1] for k, v in batch.items()}), atol=1e-6)
+    bad = agent.publish_weights()
+    bad["actor.mean.weight"] = bad["actor.mean.weight"] * np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        policy.load_weights(bad, version=8)
+    assert policy.version == 7
+
+
+def test_residual_mode_needs_base_actions_and_adds_them():
+    cfg = learner_cfg("learner.rl_actor=residual", "learner.rl_residual_scale=0.1", "learner.rl_gripper=continuous")
+    batch = fake_batch(8)
+    agent = RLPD(cfg, obs_spec_from_batch(batch, cfg))
+    with pytest.raises(KeyError, match="base_action"):
+        agent.update(batch)
+    base = np.full((8, 7), 0.5, np.float32)
+    batch["obs/base_action"], batch["next_obs/base_action"] = base, base
+    agent.update(batch)
+    act = agent.act(batch)
+    assert np.all(np.abs(act - 0.5) <= 0.1 + 1e-6)  # within the residual scale of the base action
+
+
+def test_mix_batches_concatenates_matching_keys():
+    a, b = fake_batch(4, seed=1), fake_batch(6, seed=2)
+    m = mix_batches(a, b)
+    assert m["action"].shape == (10, 7) and len(m["instruction"]) == 10
+    np.testing.assert_array_equal(m["reward"][:4], a["reward"])
