@@ -77,6 +77,7 @@ class WebXRDevice(Device):
         self._controllers: dict[str, ControllerState] = {}
         self._recv_s = -math.inf
         self.sample_t_ms = math.nan  # page clock (epoch ms) of the latest sample
+        self.recv_epoch_ms = math.nan  # wall clock when it arrived here (latency accounting)
         self.seq = -1
         self.samples = 0
         self.bad_samples = 0
@@ -100,6 +101,7 @@ class WebXRDevice(Device):
             self._controllers = ctrls
             self._recv_s = recv_s
             self.sample_t_ms = float(msg.get("t_ms", math.nan))
+            self.recv_epoch_ms = time.time() * 1000.0
             self.seq = int(msg.get("seq", self.seq + 1))
             self.samples += 1
             self._lock.notify_all()
