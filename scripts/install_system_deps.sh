@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # System packages the project needs: Mesa EGL (headless MuJoCo rendering), ffmpeg-free video via
-# OpenCV wheels, Chromium + ChromeDriver (browser tests), a C compiler (the scripted OpenXR runtime
-# in the tests), Node.js/npm (playwright-core, iwer). Installs only what is missing; needs root.
+# OpenCV wheels, Chromium (browser tests, driven by playwright-core over CDP: no ChromeDriver), a C
+# compiler + libc headers + the OpenXR headers (the scripted OpenXR runtime the tests build; pyopenxr
+# ships its own OpenXR loader, so libopenxr-loader1 is not needed), Node.js/npm (playwright-core,
+# iwer). Installs only what is missing; needs root.
 set -euo pipefail
 need=()
 have_pkg() { dpkg -s "$1" >/dev/null 2>&1; }
-for p in libegl1 libegl-mesa0 libgl1-mesa-dri libgles2 chromium chromium-driver gcc libopenxr-loader1 libopenxr-dev; do
+for p in libegl1 libegl-mesa0 libgl1-mesa-dri libgles2 chromium gcc libc6-dev libopenxr-dev; do
   have_pkg "$p" || need+=("$p")
 done
 command -v node >/dev/null || need+=(nodejs)
