@@ -97,7 +97,12 @@ class ChunkExecutor:
         self._current = self._pending = None
         self._ensemble = []
         self._last_request_tick = -1
-        self._pool.submit(self.policy.reset).result(timeout=timeout_s)
+        try:
+            self._pool.submit(self.policy.reset).result(timeout=timeout_s)
+        except Exception as e:  # a dead/slow remote policy must not stop the loop: ticks hold instead
+            self.counters["reset_errors"] += 1
+            self.last_error = f"reset: {type(e).__name__}: {e}"
+            log.warning("policy reset failed (%s); continuing, ticks hold until the policy answers", self.last_error)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,221 @@
+"""Controller timing benchmark (issue: loop jitter, deadline misses, watchdog reaction).
+
+    .venv/bin/python scripts/bench_control.py [--quick] [--json PATH] [--policy vla|null] [--seconds S]
+
+1. Loop timing: the real controller at 20 Hz on the MuJoCo ``SimRobot`` (two 128x128 cameras),
+   real clock, the policy served by a separate ``hil-robot serve-policy`` process over zmq
+   (default: the VLA, chunks of 10, 5 executed, next chunk requested early).
+   * ``loop_jitter_p99_ms``: p99 of |tick period - 50 ms|, tick = loop wake-up (back-to-back ticks).
+   * ``command_jitter_p99_ms``: the same for the instants the commands reach the robot.
+   * ``deadline_miss_frac``: ticks whose command left more than ``control.deadline_slack_frac`` of a
+     period (5 ms) after its slot, plus skipped slots, over all slots.
+2. Watchdog: an operator device streams takeover commands at 100 Hz from its own thread (like a
+   SpaceMouse driver); the stream is cut at random instants. ``watchdog_reaction_ms`` is the median,
+   over cuts, of (time the first hold command reached the robot - timestamp of the last command);
+   ``watchdog_reaction_max_ms`` the worst cut. The filter holds once an input would be older than
+   ``watchdog_hold_s`` (100 ms) before the end of the tick it drives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from hil_robot.config import load_config  # noqa: E402
+from hil_robot.control.clock import MonotonicClock  # noqa: E402
+from hil_robot.control.loop import Controller  # noqa: E402
+from hil_robot.types import OperatorCommand, OperatorMode  # noqa: E402
+
+HZ = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(policy: str, port: int) -> subprocess.Popen:
+    args = [sys.executable, "-m", "hil_robot", "serve-policy", f"port={port}", "transport.heartbeat_s=0.5"]
+    if policy == "null":
+        args += ["policy_factory=hil_robot.transport.null_policy:make_null_policy", "policy.action_horizon=10"]
+    else:
+        args += [f"policy={policy}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+
+def bench_loop(policy: str, seconds: float) -> dict[str, float]:
+    import sim
+    from hil_robot.transport.policy_client import PolicyClient
+
+    cfg = load_config([f"robot.control_hz={HZ}", "policy=vla", "sim.max_episode_steps=100"])
+    port = free_port()
+    server = start_server(policy, port)
+    client = PolicyClient(f"tcp://127.0.0.1:{port}", timeout_s=2.0)
+    try:
+        client.wait_ready(120)
+        clock = MonotonicClock()
+        robot = sim.SimRobot(cfg.sim, cfg.robot, seed=0, clock=clock.now)
+        ctl = Controller(robot, client, None, None, cfg, clock=clock)
+        slots = 0
+        t_end = time.monotonic() + seconds
+        with robot:
+            ep = 0
+            while time.monotonic() < t_end:
+                steps = max(10, min(100, int((t_end - time.monotonic()) * HZ)))
+                ctl.run_episode(max_steps=steps, seed=ep)
+                ep += 1
+        ctl.close()
+        timings = list(ctl.timings)
+        sched = np.array([t.scheduled_s for t in timings])
+        start = np.array([t.started_s for t in timings])
+        sent = np.array([t.sent_s for t in timings])
+        period = 1.0 / HZ
+        consecutive = np.abs(np.diff(sched) - period) < 1e-6
+        wake_j = np.abs(np.diff(start) - period)[consecutive] * 1e3
+        send_j = np.abs(np.diff(sent) - period)[consecutive] * 1e3
+        slots = ctl.counters["ticks"] + ctl.counters["overruns"]
+        misses = ctl.counters["deadline_misses"] + ctl.counters["overruns"]
+        return {
+            "loop_jitter_p99_ms": float(np.percentile(wake_j, 99)),
+            "loop_jitter_p50_ms": float(np.percentile(wake_j, 50)),
+            "command_jitter_p99_ms": float(np.percentile(send_j, 99)),
+            "deadline_miss_frac": misses / max(slots, 1),
+            "tick_work_p50_ms": float(np.percentile((sent - start) * 1e3, 50)),
+            "tick_work_p99_ms": float(np.percentile((sent - start) * 1e3, 99)),
+            "loop_ticks": float(len(timings)),
+            "policy_requests": float(ctl.executor.counters["requests"]),
+            "policy_errors": float(ctl.executor.counters["errors"]),
+        }
+    finally:
+        client.close()
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+class StreamingDevice:
+    """An operator source fed by a 100 Hz device thread; ``cut()`` stops the stream (unplugged)."""
+
+    def __init__(self, clock: MonotonicClock, rate_hz: float = 100.0) -> None:
+        self.clock, self.rate_hz = clock, rate_hz
+        self._latest: OperatorCommand | None = None
+        self._on = threading.Event()
+        self._on.set()
+        self._quit = threading.Event()
+        self.last_sample_s = float("nan")
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        a = np.array([0.05, 0, 0, 0, 0, 0, -1.0], np.float32)
+        while not self._quit.is_set():
+            if self._on.is_set():
+                with self._lock:
+                    t = self.clock.now()
+                    self._latest = OperatorCommand(t, OperatorMode.TAKEOVER, action=a * (1 if int(t) % 2 else -1))
+                    self.last_sample_s = t
+            time.sleep(1.0 / self.rate_hz)
+
+    def cut(self) -> float:
+        with self._lock:
+            self._on.clear()
+            return self.last_sample_s
+
+    def resume(self) -> None:
+        self._on.set()
+
+    def command(self, obs, context):
+        with self._lock:
+            return self._latest
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._quit.set()
+
+
+def bench_watchdog(cuts: int) -> dict[str, float]:
+    import sim
+
+    cfg = load_config([f"robot.control_hz={HZ}", "sim.max_episode_steps=100000"])
+    clock = MonotonicClock()
+    robot = sim.SimRobot(cfg.sim, cfg.robot, seed=0, clock=clock.now)
+    dev = StreamingDevice(clock)
+    ctl = Controller(robot, None, dev, None, cfg, clock=clock)
+    ticks: list[tuple[float, str, tuple[str, ...]]] = []
+    ctl.on_step = lambda rec, dec: ticks.append((rec.timestamp_s, dec.kind, dec.flags))
+    last_cmd: list[float] = []
+    rng = random.Random(0)
+
+    def cutter() -> None:
+        time.sleep(0.5)
+        for _ in range(cuts):
+            time.sleep(rng.uniform(0.2, 0.4))
+            last_cmd.append(dev.cut())
+            time.sleep(0.3)
+            dev.resume()
+        ctl.request_stop()
+
+    th = threading.Thread(target=cutter, daemon=True)
+    with robot:
+        th.start()
+        ctl.run_episode(max_steps=100000, seed=0)
+    dev.close()
+    ctl.close()
+    reactions = []
+    for t_c in last_cmd:
+        hold = next((t for t, kind, flags in ticks if t > t_c and kind != "send" and "watchdog_hold" in flags), None)
+        if hold is not None:
+            reactions.append((hold - t_c) * 1e3)
+    r = np.array(reactions)
+    return {
+        "watchdog_reaction_ms": float(np.median(r)),
+        "watchdog_reaction_max_ms": float(r.max()),
+        "watchdog_cuts": float(len(r)),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="<= ~60 s")
+    ap.add_argument("--json", default="")
+    ap.add_argument("--policy", default="vla", help="vla | expert | null (served by a separate process)")
+    ap.add_argument("--seconds", type=float, default=0.0, help="loop timing duration (default 60, quick 20)")
+    args = ap.parse_args()
+    seconds = args.seconds or (20.0 if args.quick else 60.0)
+    cuts = 10 if args.quick else 40
+    res = bench_loop(args.policy, seconds)
+    res.update(bench_watchdog(cuts))
+    goals = {"loop_jitter_p99_ms": "<= 2", "deadline_miss_frac": "< 0.01", "watchdog_reaction_ms": "<= 100"}
+    width = max(map(len, res))
+    print(f"controller at {HZ:.0f} Hz, SimRobot 2x128x128 cameras, policy={args.policy} in another process")
+    print(f"{'metric':<{width}}  {'value':>10}  goal")
+    for k, v in res.items():
+        print(f"{k:<{width}}  {v:>10.4g}  {goals.get(k, '')}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
