@@ -14,8 +14,13 @@ import os
 import sys
 
 # Headless default: without a display MuJoCo's glfw backend cannot render; EGL can (set before mujoco loads).
-if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+# If mujoco was already imported with MUJOCO_GL unset, it is too late: render.py then says so.
+GL_DEFAULT_TOO_LATE = "mujoco" in sys.modules and not os.environ.get("MUJOCO_GL")
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not GL_DEFAULT_TOO_LATE:
     os.environ.setdefault("MUJOCO_GL", "egl")
+# Mesa's software rasteriser: at 128x128 its worker threads cost more than they give on a small
+# shared CPU; one thread renders these small images fastest. Override by exporting LP_NUM_THREADS.
+os.environ.setdefault("LP_NUM_THREADS", "1")
 
 from sim.env import ENV_IDS, HilSimEnv, make_env, register_envs
 from sim.robot import SimRobot

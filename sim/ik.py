@@ -22,6 +22,7 @@ class IKResult:
     pos_err_m: float
     rot_err_rad: float
     iterations: int
+    start_pos: np.ndarray | None = None  # TCP position at q_init [3]
 
 
 class DampedLeastSquaresIK:
@@ -72,15 +73,23 @@ class DampedLeastSquaresIK:
         max_iters: int = 2,
         tol_pos_m: float = 1e-4,
         tol_rot_rad: float = 1e-3,
+        final_check: bool = True,
     ) -> IKResult:
-        """Iterate from ``q_init`` towards the target pose; returns the joint angles (within limits)."""
+        """Iterate from ``q_init`` towards the target pose; returns the joint angles (within limits).
+
+        final_check False skips the last forward kinematics (the per-tick path): the reported errors
+        are then those before the last update.
+        """
         q = np.clip(np.asarray(q_init, float), self.lo, self.hi)
         m, d = self.model, self.data
         e = np.zeros(6)
         pos_err = rot_err = float("inf")
         it = 0
+        start_pos = None
         for it in range(1, max_iters + 1):
             pos, quat = self.fk(q)
+            if start_pos is None:
+                start_pos = pos
             e[:3] = target_pos - pos
             e[3:] = rot_error(target_quat, quat)
             pos_err, rot_err = float(np.linalg.norm(e[:3])), float(np.linalg.norm(e[3:]))
@@ -98,7 +107,8 @@ class DampedLeastSquaresIK:
             dq += (self._eye7 - Jpinv @ J) @ (self.null_gain * (self.q_home - q))
             q = np.clip(q + dq, self.lo, self.hi)
         else:
-            pos, quat = self.fk(q)
-            pos_err = float(np.linalg.norm(target_pos - pos))
-            rot_err = float(np.linalg.norm(rot_error(target_quat, quat)))
-        return IKResult(q, pos_err, rot_err, it)
+            if final_check:
+                pos, quat = self.fk(q)
+                pos_err = float(np.linalg.norm(target_pos - pos))
+                rot_err = float(np.linalg.norm(rot_error(target_quat, quat)))
+        return IKResult(q, pos_err, rot_err, it, start_pos)

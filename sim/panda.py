@@ -44,7 +44,7 @@ FINGER_KP = 300.0  # N / m -> ~6 N squeeze on a 4 cm cube
 
 
 def _fmt(v) -> str:
-    return " ".join(f"{x:.6g}" for x in v)
+    return " ".join(f"{x:.10g}" for x in v)
 
 
 def _dh_frame(a: float, d: float, alpha: float) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,14 @@ class RenderBackendError(RuntimeError):
 
 
 def backend_error(exc: BaseException) -> RenderBackendError:
+    import sim
+
+    if sim.GL_DEFAULT_TOO_LATE:
+        return RenderBackendError(
+            f"cannot create an offscreen OpenGL context ({exc}): mujoco was imported before `import sim` with "
+            "MUJOCO_GL unset, so it chose glfw, which needs a display. Export MUJOCO_GL=egl before starting Python "
+            "(needs: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri)."
+        )
     backend = os.environ.get("MUJOCO_GL", "") or "(unset; MuJoCo tries glfw)"
     hint = INSTALL_HINT.get(os.environ.get("MUJOCO_GL", "").lower(), INSTALL_HINT["egl"] + "; then export MUJOCO_GL=egl")
     return RenderBackendError(

@@ -46,7 +46,7 @@ def build_xml(objects_xml: str, sim_cfg: SimConfig, dt_s: float | None = None) -
   <size memory="2M"/>
   <visual>
     <global offwidth="{max(w, 640)}" offheight="{max(h, 480)}" fovy="45"/>
-    <quality shadowsize="{2048 if sim_cfg.shadows else 0}" offsamples="{sim_cfg.offscreen_samples}"/>
+    <quality shadowsize="{2048 if sim_cfg.shadows else 0}" offsamples="{sim_cfg.offscreen_samples}" numslices="12" numstacks="6" numquads="1"/>
     <headlight ambient="0.35 0.35 0.35" diffuse="0.3 0.3 0.3" specular="0 0 0"/>
   </visual>
   {panda.DEFAULTS_XML}

@@ -97,6 +97,7 @@ class SimWorld:
         self.target_pos, self.target_quat = self.tcp_pose()
         self.steps = 0
         self.limit_counts = Counter()
+        self._state = None
 
     def _randomize_appearance(self, rng: np.random.Generator) -> None:
         m = self.model
@@ -134,7 +135,8 @@ class SimWorld:
         elif np.any(np.abs(a) > 1.0):
             limits.append("clip_action")
             a = np.clip(a, -1.0, 1.0)
-        pos, quat = self.tcp_pose()
+        st = self.state()
+        pos, quat = st[0:3].astype(np.float64), st[3:7].astype(np.float64)
         base_pos, base_quat = self.target_pos, self.target_quat
         if np.linalg.norm(base_pos - pos) > RESYNC_M:
             base_pos, base_quat = pos, quat
@@ -162,10 +164,16 @@ class SimWorld:
         clipped = np.clip(pos, self.ws_min, self.ws_max)
         if np.any(clipped != pos):
             limits.append("workspace")
+        prev_target = self.target_pos
         self.target_pos, self.target_quat = clipped, quat
         self.gripper_cmd = float(np.clip(gripper, -1.0, 1.0))
-        res = self.ik.solve(clipped, quat, self.q_target, max_iters=iters)
-        if res.pos_err_m > 0.01 or res.rot_err_rad > 0.1:
+        if iters > 2:  # absolute pose target: converge now and check the result
+            res = self.ik.solve(clipped, quat, self.q_target, max_iters=iters)
+            unreachable = res.pos_err_m > 0.01 or res.rot_err_rad > 0.1
+        else:  # per tick: warm-started, the residual of the previous tick tells whether IK keeps up
+            res = self.ik.solve(clipped, quat, self.q_target, max_iters=iters, final_check=False)
+            unreachable = res.start_pos is not None and float(np.linalg.norm(res.start_pos - prev_target)) > 0.01
+        if unreachable:
             limits.append("ik_unreachable")
         self.q_target = res.qpos
         for name in limits:
@@ -188,6 +196,7 @@ class SimWorld:
                 done += n
         self._q_ctrl = q1.copy()
         self.steps += 1
+        self._state = None
 
     def hold(self) -> None:
         """Keep the current joint targets for one more tick (stop/hold)."""
@@ -196,7 +205,12 @@ class SimWorld:
     # ------------------------------------------------------------------ observation
 
     def state(self) -> np.ndarray:
-        """float32[15]: ee_pos, ee_quat, gripper opening (0 closed .. 1 open), 7 joint angles."""
+        """float32[15]: ee_pos, ee_quat, gripper opening (0 closed .. 1 open), 7 joint angles (a copy)."""
+        if self._state is None:
+            self._state = self._compute_state()
+        return self._state.copy()
+
+    def _compute_state(self) -> np.ndarray:
         pos, quat = self.tcp_pose()
         d = self.data
         out = np.empty(STATE_DIM, np.float32)
