@@ -29,6 +29,21 @@
     const text = $("correction-text").value.trim();
     if (text) { link.send({ text }); $("correction-text").value = ""; }
   });
+  // spoken corrections: the browser's speech-to-text (Chrome/Edge; hidden where unsupported) fills the box
+  const Speech = window.SpeechRecognition || window.webkitSpeechRecognition;
+  if (Speech) {
+    const speak = $("btn-speak");
+    speak.hidden = false;
+    speak.addEventListener("click", () => {
+      const rec = new Speech();
+      rec.lang = navigator.language || "en-US";
+      rec.interimResults = false;
+      rec.onresult = (ev) => { $("correction-text").value = ev.results[0][0].transcript; };
+      rec.onend = () => { speak.textContent = "Speak"; };
+      speak.textContent = "listening…";
+      rec.start();
+    });
+  }
   document.addEventListener("keydown", (ev) => {  // space bar = e-stop, unless typing
     if (ev.code === "Space" && document.activeElement !== $("correction-text")) { ev.preventDefault(); link.send({ event: "estop" }); }
   });

@@ -145,7 +145,7 @@ class TeleopWebServer:
         ssl_ctx = server_ssl_context(self.cert_dir) if self.cert_dir else None
         async with serve(
             self._handler, self.host, self.port, ssl=ssl_ctx, process_request=self._http,
-            max_size=MAX_MESSAGE_BYTES, compression=None,
+            max_size=MAX_MESSAGE_BYTES, compression=None, close_timeout=1.0,
         ) as server:
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()

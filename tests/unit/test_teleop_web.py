@@ -59,6 +59,7 @@ def test_pages_and_static_files_over_https(server):
         with pytest.raises(urllib.error.HTTPError) as e:
             get(server.url(bad))
         assert e.value.code == 404
+        e.value.close()
 
 
 async def _ws_exchange(url, messages, wait_s=0.3):
