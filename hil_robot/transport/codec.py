@@ -14,6 +14,7 @@ Decoded out-of-band arrays are read-only views of the received frame (no copy).
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any, Iterable, Sequence
 
 import msgpack
@@ -33,37 +34,41 @@ class CodecError(ValueError):
     """A frame or message that breaks the wire format; the message says what and how to fix it."""
 
 
+_DTYPES: dict[str, np.dtype] = {}  # validated dtype strings (bounded cache)
+
+
 def _check_dtype(dtype_str: Any) -> np.dtype:
-    if not isinstance(dtype_str, str):
+    if type(dtype_str) is not str:
         raise CodecError(f"array dtype must be a string like '<f4', got {type(dtype_str).__name__}")
+    dtype = _DTYPES.get(dtype_str)
+    if dtype is not None:
+        return dtype
     try:
         dtype = np.dtype(dtype_str)
     except (TypeError, ValueError):
-        raise CodecError(f"unknown array dtype {dtype_str!r}") from None
+        raise CodecError(f"unknown array dtype {dtype_str!r:.40}") from None
     if dtype.kind not in _ALLOWED_KINDS or dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
-        raise CodecError(f"array dtype {dtype_str!r} is not allowed; send bool, integer or float arrays only")
+        raise CodecError(f"array dtype {dtype_str!r:.40} is not allowed; send bool, integer or float arrays only")
+    if len(_DTYPES) < 64:
+        _DTYPES[dtype_str] = dtype
     return dtype
 
 
 def _check_shape(shape: Any) -> tuple[int, ...]:
-    if not isinstance(shape, (list, tuple)) or len(shape) > _MAX_NDIM:
-        raise CodecError(f"array shape must be a list of at most {_MAX_NDIM} ints, got {shape!r:.80}")
-    out = []
-    for d in shape:
-        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
-            raise CodecError(f"array shape entries must be non-negative ints, got {shape!r:.80}")
-        out.append(d)
-    return tuple(out)
+    if type(shape) is not list or len(shape) > _MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
+        raise CodecError(f"array shape must be a list of at most {_MAX_NDIM} non-negative ints, got {shape!r:.80}")
+    return tuple(shape)
 
 
 def _array_from_buffer(dtype: np.dtype, shape: tuple[int, ...], buf: Any) -> np.ndarray:
-    n = 1
-    for d in shape:
-        n *= d
-    nbytes = len(buf) if isinstance(buf, (bytes, bytearray)) else memoryview(buf).nbytes
-    if n * dtype.itemsize != nbytes:
-        raise CodecError(f"array of {dtype.str} {list(shape)} needs {n * dtype.itemsize} bytes, frame has {nbytes}")
+    need = math.prod(shape) * dtype.itemsize
+    nbytes = len(buf) if type(buf) is bytes else memoryview(buf).nbytes
+    if need != nbytes:
+        raise CodecError(f"array of {dtype.str} {list(shape)} needs {need} bytes, frame has {nbytes}")
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+
+_SEND_OK: set[np.dtype] = set()  # dtypes already checked on the sending side
 
 
 class _Encoder:
@@ -73,8 +78,10 @@ class _Encoder:
 
     def default(self, obj: Any) -> Any:
         if isinstance(obj, np.ndarray):
-            if obj.dtype.kind not in _ALLOWED_KINDS or obj.dtype.hasobject or obj.dtype.fields is not None:
-                raise CodecError(f"cannot send numpy arrays of dtype {obj.dtype}; use bool, integer or float arrays")
+            if obj.dtype not in _SEND_OK:
+                if obj.dtype.kind not in _ALLOWED_KINDS or obj.dtype.hasobject or obj.dtype.fields is not None:
+                    raise CodecError(f"cannot send numpy arrays of dtype {obj.dtype}; use bool, integer or float arrays")
+                _SEND_OK.add(obj.dtype)
             arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj).reshape(obj.shape)
             if arr.dtype.byteorder == ">":
                 arr = arr.astype(arr.dtype.newbyteorder("<"))
@@ -118,7 +125,7 @@ def decode(
         raise CodecError("empty message: expected a msgpack header frame")
     bufs = [_frame_bytes(f) for f in frames]
     for i, b in enumerate(bufs):
-        size = memoryview(b).nbytes
+        size = len(b) if type(b) is bytes else memoryview(b).nbytes
         if size > max_frame_bytes:
             raise CodecError(f"frame {i} has {size} bytes, over the limit of {max_frame_bytes} (transport.max_frame_bytes)")
     used: set[int] = set()
@@ -128,7 +135,7 @@ def decode(
             fields = msgpack.unpackb(data, raw=False, strict_map_key=True)
         except Exception as e:  # msgpack raises several types for junk
             raise CodecError(f"bad numpy extension payload: {e}") from None
-        if not isinstance(fields, list) or len(fields) != 3:
+        if type(fields) is not list or len(fields) != 3:
             raise CodecError("numpy extension must be [dtype, shape, data]")
         dtype, shape = _check_dtype(fields[0]), _check_shape(fields[1])
         if code == _EXT_INLINE:
