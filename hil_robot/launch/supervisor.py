@@ -82,6 +82,7 @@ class Supervisor:
         self.out = out or sys.stdout
         self.python = python
         self.log_dir = log_dir
+        self.finish_grace_s = 3.0
         self.command_for = command_for or (lambda spec: spec.command(self.python))
         self.events: list[Event] = []
         self._lock = threading.Lock()
@@ -163,8 +164,13 @@ class Supervisor:
             if wants:
                 self._event(spec.name, "gave_up", f"after {child.restarts} restarts")
             if spec.required and not self._stop.is_set():
-                self.failed_required = spec.name
-                self._event(spec.name, "required node is gone: shutting the graph down")
+                if rc == 0:  # it finished its job (e.g. the controller ran its episodes): a clean end
+                    self._event(spec.name, "required node finished: shutting the graph down")
+                    self._stop.wait(self.finish_grace_s)  # let the others take its last messages
+                    self._stop.set()
+                else:
+                    self.failed_required = spec.name
+                    self._event(spec.name, "required node is gone: shutting the graph down")
 
     def stop(self) -> None:
         self._stop.set()

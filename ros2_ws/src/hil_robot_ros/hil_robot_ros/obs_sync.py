@@ -82,12 +82,12 @@ def observation_from_parts(parts: dict[str, Any], timestamp_s: float, prompt: st
     state[slice(*STATE_LAYOUT["ee_quat"])] = quat
     state[slice(*STATE_LAYOUT["joints"])] = joints[:7]
     state[slice(*STATE_LAYOUT["gripper"])] = joints[7]
-    obs: dict[str, Any] = {"state": state, "timestamp_s": float(timestamp_s)}
-    status = parts.get("status") or {}
-    obs["prompt"] = status.get("prompt", prompt) if isinstance(status, dict) else prompt
-    for key, value in parts.items():
-        if key.startswith("images/"):
-            obs[key] = value
+    # same key order as sim.SimRobot.observe: images, state, task_state, prompt, timestamp_s
+    obs: dict[str, Any] = {k: v for k, v in parts.items() if k.startswith("images/")}
+    obs["state"] = state
     if "task_state" in parts and np.asarray(parts["task_state"]).size:
         obs["task_state"] = np.asarray(parts["task_state"], dtype=np.float32)
+    status = parts.get("status") or {}
+    obs["prompt"] = status.get("prompt", prompt) if isinstance(status, dict) else prompt
+    obs["timestamp_s"] = float(timestamp_s)
     return obs

@@ -118,6 +118,10 @@ class RecorderNode(Node):
             self._events.popleft()
 
     def close(self) -> None:
+        end = time.monotonic() + self.p["label_timeout_s"]
+        while self._events and time.monotonic() < end:  # write what already arrived before closing
+            self._drain()
+            time.sleep(0.02)
         self.recorder.close()
 
 
