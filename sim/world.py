@@ -143,6 +143,7 @@ class SimWorld:
         target_pos = base_pos + a[:3] * self.max_pos
         target_quat = quat_normalize(quat_mul(quat_from_rotvec(a[3:6] * self.max_rot), base_quat))
         limits += self._set_target(target_pos, target_quat, float(a[6]), iters=self.sim_cfg.ik_iterations)
+        self.limit_counts.update(limits)
         return a.astype(np.float32), tuple(limits)
 
     def apply_pose_target(self, pose8: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -157,6 +158,7 @@ class SimWorld:
         if abs(p[7]) > 1.0:
             limits.append("clip_action")
         limits += self._set_target(p[:3], quat_normalize(p[3:7]), float(np.clip(p[7], -1, 1)), iters=30)
+        self.limit_counts.update(limits)
         return np.concatenate([self.target_pos, self.target_quat, [self.gripper_cmd]]).astype(np.float32), tuple(limits)
 
     def _set_target(self, pos: np.ndarray, quat: np.ndarray, gripper: float, iters: int) -> list[str]:
@@ -176,8 +178,6 @@ class SimWorld:
         if unreachable:
             limits.append("ik_unreachable")
         self.q_target = res.qpos
-        for name in limits:
-            self.limit_counts[name] += 1
         self._step_physics()
         return limits
 
