@@ -22,6 +22,7 @@ class ControlConfig:
     takeover_segment: str = "recovery"  # segment of a takeover that does not name one
     deadline_slack_frac: float = 0.1  # a tick whose command leaves later than this * period is a miss
     log_every_s: float = 10.0  # counters to the log this often (and at every episode end)
+    rt_priority: int = 0  # 1..99: run the loop thread SCHED_FIFO (needs CAP_SYS_NICE); 0 = normal
     estop_key: str = "x"  # controller CLI: this key (then Enter) latches the e-stop
     reset_key: str = "r"  # ... and this one clears it (explicit reset)
 
@@ -34,6 +35,7 @@ class ControlConfig:
         choice("control.takeover_segment", self.takeover_segment, ("recovery", "correction"))
         in_range("control.deadline_slack_frac", self.deadline_slack_frac, 0.0, 1.0)
         positive("control.log_every_s", self.log_every_s)
+        in_range("control.rt_priority", self.rt_priority, 0, 99)
         for k in ("estop_key", "reset_key"):
             if len(getattr(self, k)) != 1:
                 raise ConfigError(f"control.{k}={getattr(self, k)!r} must be a single character")

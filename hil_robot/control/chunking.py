@@ -78,6 +78,9 @@ class ChunkExecutor:
         self.last_error = ""
         self.last_latency_s = float("nan")
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-infer")
+        # start the worker now, from the constructing thread, so it never inherits a real-time
+        # scheduling class the loop thread may take later
+        self._pool.submit(lambda: None).result()
         self._future: cf.Future | None = None
         self._future_tick = -1
         self._last_request_tick = -1

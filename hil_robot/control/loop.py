@@ -15,6 +15,7 @@ import collections
 import dataclasses
 import logging
 import math
+import os
 import uuid
 from typing import Any, Callable
 
@@ -93,6 +94,7 @@ class Controller:
         self.on_step: Callable[[StepRecord, SafetyDecision], None] | None = None  # e.g. a live display
         self._stop_requested = False
         self._last_log_s = -math.inf
+        self._rt_applied = False
         self.instruction = ""
 
     # ------------------------------------------------------------------ operator-facing API
@@ -111,6 +113,7 @@ class Controller:
     def run_episode(self, max_steps: int | None = None, seed: int | None = None, instruction: str | None = None) -> EpisodeResult:
         max_steps = int(max_steps or self.cfg.sim.max_episode_steps)
         self._stop_requested = False
+        self._enter_realtime()
         obs = self.robot.reset(seed=seed) if hasattr(self.robot, "reset") else self.robot.observe()
         obs = validate_observation(obs)
         now = self.clock.now()
@@ -160,6 +163,17 @@ class Controller:
             )
         self._log_counters(force=True)
         return EpisodeResult(episode_id, step, success, end_reason, self.instruction, self.arbiter.interventions, meta)
+
+    def _enter_realtime(self) -> None:
+        prio = self.cfg.control.rt_priority
+        if prio <= 0 or self._rt_applied:
+            return
+        self._rt_applied = True
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))  # this thread only
+            log.info("control loop thread runs SCHED_FIFO priority %d", prio)
+        except (OSError, AttributeError) as e:
+            log.warning("control.rt_priority=%d not applied (%s); running with normal scheduling", prio, e)
 
     def close(self) -> None:
         if self.executor is not None:

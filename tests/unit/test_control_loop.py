@@ -188,3 +188,12 @@ def test_teleop_only_records_demo_segments() -> None:
     ctl.run_episode(max_steps=3)
     assert [r.segment for r in rec.steps] == [Segment.DEMO] * 3 and all(r.source == Source.HUMAN for r in rec.steps)
     assert rec.steps[0].action_executed[0] == pytest.approx(0.2)
+
+
+def test_robot_side_stays_torch_free() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, hil_robot.control, hil_robot.control.cli, hil_robot.control.fakes; "
+            "bad = [m for m in ('torch', 'policies.vla') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
