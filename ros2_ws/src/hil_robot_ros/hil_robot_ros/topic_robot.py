@@ -74,8 +74,9 @@ class TopicRobot:
                 self._latest = (stamp_ns, parts)
                 self._cond.notify_all()
 
-    def _wait_for(self, pred: Callable[[tuple[int, dict[str, Any]]], bool], what: str) -> tuple[int, dict[str, Any]]:
-        deadline = time.monotonic() + self.timeout_s
+    def _wait_for(self, pred: Callable[[tuple[int, dict[str, Any]]], bool], what: str,
+                  timeout_s: float | None = None) -> tuple[int, dict[str, Any]]:
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         with self._cond:
             while self._latest is None or not pred(self._latest):
                 left = deadline - time.monotonic()
@@ -110,11 +111,12 @@ class TopicRobot:
             self.publish_reset({"reset_id": rid, "seed": seed})
             try:
                 stamp, parts = self._wait_for(lambda x: (x[1].get("status") or {}).get("reset_id") == rid,
-                                              "observation after sim/reset")
+                                              "observation after sim/reset", timeout_s=0.5)
                 break
             except TimeoutError:
                 if time.monotonic() > deadline:
-                    raise
+                    raise TimeoutError(f"no observation after sim/reset within {self.timeout_s:g} s; is sim_driver "
+                                       "running (and not e-stopped)?") from None
         self._last_gripper = float((parts["status"].get("sent") or [0] * ACTION_DIM)[6])
         return self._to_obs(stamp, parts)
 

@@ -1,0 +1,186 @@
+"""ROS 2 transport benchmark (FastDDS on loopback, pip rclpy).
+
+1. Image topic: a publisher process sends 2 cameras x 128x128 rgb8 at 30 Hz (sensor QoS); this
+   process subscribes. Delivered rate (pairs/s) and latency (receive time - header stamp, both
+   on the host's system clock) p50/p99.
+2. Control loop over topics at 20 Hz: the real ``sim_driver`` node (kinematic backend, lock-step,
+   one camera) in its own process; here a ``TopicRobot`` sends each command as TwistStamped +
+   gripper JointState and waits for the observation the driver publishes after applying it.
+   End-to-end command latency = command published -> resulting observation assembled here.
+
+    python scripts/bench_ros.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "ros2_ws" / "src" / "hil_robot_ros"))
+
+IMAGE_PUBLISHER = r"""
+import sys, time, numpy as np, rclpy
+from sensor_msgs.msg import Image
+from hil_robot_ros import convert
+from hil_robot_ros.qos import SENSOR_QOS
+rclpy.init()
+node = rclpy.create_node("bench_camera")
+pubs = [node.create_publisher(Image, f"camera/{c}/image_raw", SENSOR_QOS) for c in ("front", "wrist")]
+rng = np.random.default_rng(0)
+imgs = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(2)]
+duration, rate = float(sys.argv[1]), 30.0
+time.sleep(1.5)  # discovery
+t0 = time.monotonic()
+k = 0
+while time.monotonic() - t0 < duration:
+    stamp = node.get_clock().now().nanoseconds
+    for pub, img in zip(pubs, imgs):
+        pub.publish(convert.image_to_msg(img, stamp, "cam"))
+    k += 1
+    time.sleep(max(0.0, t0 + k / rate - time.monotonic()))
+rclpy.shutdown()
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env["PYTHONPATH"] = str(REPO / "ros2_ws" / "src" / "hil_robot_ros") + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def bench_images(duration_s: float, env: dict[str, str]) -> dict[str, float]:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image
+
+    from hil_robot_ros import convert
+    from hil_robot_ros.qos import SENSOR_QOS
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(env["ROS_DOMAIN_ID"]))
+    node = rclpy.create_node("bench_images_sub", context=ctx)
+    got: dict[str, list[tuple[float, int, float]]] = {"front": [], "wrist": []}
+
+    def cb(cam: str):
+        def f(msg: Image) -> None:
+            now_ns = node.get_clock().now().nanoseconds
+            convert.msg_to_image(msg)  # the consumer's conversion is part of the cost
+            got[cam].append((time.monotonic(), convert.stamp_to_ns(msg.header.stamp), now_ns))
+        return f
+
+    for cam in got:
+        node.create_subscription(Image, f"camera/{cam}/image_raw", cb(cam), SENSOR_QOS)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    proc = subprocess.Popen([sys.executable, "-c", IMAGE_PUBLISHER, str(duration_s)], env=env)
+    try:
+        end = time.monotonic() + duration_s + 10.0
+        while proc.poll() is None and time.monotonic() < end:
+            ex.spin_once(timeout_sec=0.05)
+        t_end = time.monotonic() + 0.3
+        while time.monotonic() < t_end:
+            ex.spin_once(timeout_sec=0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        ex.shutdown()
+        rclpy.shutdown(context=ctx)
+    stamps_both = {s for _, s, _ in got["front"]} & {s for _, s, _ in got["wrist"]}
+    recv = sorted(t for t, s, _ in got["wrist"] if s in stamps_both)
+    # rate over the steady part (skip the first second after discovery)
+    steady = [t for t in recv if t >= recv[0] + 1.0] if recv else []
+    rate = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 2 else 0.0
+    lat = np.array([(r - s) / 1e6 for cam in got for _, s, r in got[cam]])
+    return {"ros_image_rate_hz": rate, "ros_image_latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+            "ros_image_latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+            "ros_image_pairs": float(len(stamps_both))}
+
+
+def bench_loop(duration_s: float, env: dict[str, str]) -> dict[str, float]:
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from std_msgs.msg import String
+
+    from hil_robot.config import load_config
+    from hil_robot_ros import convert
+    from hil_robot_ros.qos import COMMAND_QOS
+    from hil_robot_ros.ros_io import CommandPublisher, ObservationSubscriber
+    from hil_robot_ros.topic_robot import TopicRobot
+
+    overrides = ["robot.control_hz=20", "sim.cameras=[front]"]
+    cfg = load_config(overrides)
+    driver = subprocess.Popen([sys.executable, "-m", "hil_robot_ros", "sim_driver", *overrides, "--ros-args",
+                               "-p", "backend:=kinematic", "-p", "mode:=lockstep"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=open(os.devnull if not os.environ.get("BENCH_DEBUG") else "/tmp/bench_driver.log", "w"))
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(env["ROS_DOMAIN_ID"]))
+    node = rclpy.create_node("bench_controller", context=ctx)
+    commands = CommandPublisher(node, cfg.robot)
+    reset_pub = node.create_publisher(String, "sim/reset", COMMAND_QOS)
+    robot = TopicRobot(commands, lambda d: reset_pub.publish(convert.json_msg(d)), lambda: node.get_clock().now().nanoseconds,
+                       time.monotonic, {}, lockstep=True, timeout_s=10.0)
+    ObservationSubscriber(node, ["front"], robot.on_obs, sim=True)
+    ex = MultiThreadedExecutor(num_threads=2, context=ctx)
+    ex.add_node(node)
+    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin.start()
+    lat_ms: list[float] = []
+    try:
+        robot.reset(seed=0)
+        period = 1.0 / 20.0
+        t0 = time.monotonic()
+        k = 0
+        rng = np.random.default_rng(0)
+        while time.monotonic() - t0 < duration_s:
+            a = rng.uniform(-0.2, 0.2, 7).astype(np.float32)
+            t_send = time.monotonic()
+            robot.send_action(a)  # returns when the driver's resulting observation is assembled here
+            lat_ms.append((time.monotonic() - t_send) * 1e3)
+            k += 1
+            time.sleep(max(0.0, t0 + k * period - time.monotonic()))
+    finally:
+        ex.shutdown()
+        rclpy.shutdown(context=ctx)
+        driver.terminate()
+        try:
+            driver.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            driver.kill()
+    lat = np.array(lat_ms[5:])  # skip warm-up
+    return {"ros_loop_latency_p50_ms": float(np.percentile(lat, 50)), "ros_loop_latency_p99_ms": float(np.percentile(lat, 99)),
+            "ros_loop_ticks": float(len(lat_ms))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short runs (about 40 s in all)")
+    ap.add_argument("--json", help="write the metrics as a flat JSON object here")
+    args = ap.parse_args(argv)
+    duration = 10.0 if args.quick else 30.0
+    env = _env()
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    results: dict[str, float] = {}
+    results.update(bench_images(duration, env))
+    results.update(bench_loop(duration, env))
+    print(f"{'metric':<28} {'value':>10}")
+    for k, v in results.items():
+        print(f"{k:<28} {v:>10.2f}")
+    print("(image: 2 x 128x128 rgb8 at 30 Hz target; loop: 20 Hz command -> driver -> observation round trip)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
