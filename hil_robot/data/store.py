@@ -263,7 +263,7 @@ class EpisodeStore:
             self._flusher.start()
 
     def _flush_loop(self) -> None:
-        period = self.flush_interval_s / 4
+        period = self.flush_interval_s / 8
         while not self._stop.wait(period):
             for w in list(self._writers):
                 try:

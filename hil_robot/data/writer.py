@@ -1,10 +1,11 @@
 """Append-only writer for one open episode (crash-safe; see docs/data.md).
 
-Steps are buffered in memory and written as one CRC-checked chunk per flush. A flush happens
-when the oldest buffered step is ``flush_interval_s`` old (checked on every ``add`` and by the
-store's background flusher thread, so an idle controller loses nothing either) or when the
-buffer holds ``max_buffered_steps``. A writer killed with SIGKILL therefore loses at most the
-steps of the last flush interval; everything before is a valid prefix of the file.
+Steps are buffered in memory and written as one CRC-checked chunk per flush. The store's flusher
+thread encodes and writes the buffer once its oldest step is half a ``flush_interval_s`` old, off
+the controller's thread (``add`` only appends); ``add`` itself flushes as a backstop when the
+oldest step reaches the full interval or the buffer holds ``max_buffered_steps``. A writer killed
+with SIGKILL therefore loses at most the steps of the last flush interval; everything before is a
+valid prefix of the file. fsync follows each flush (power-loss safety) in the same thread.
 
 Finalising appends the final observation, the META chunk and a trailer, fsyncs, then renames the
 file from ``incoming/`` to ``episodes/`` and fsyncs the directory: readers either see a complete
@@ -52,7 +53,8 @@ class EpisodeWriter:
         self.path = path
         self.header = header
         self._encode = codecs.encoder(store.image_codec, store.jpeg_quality)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the buffer and labels (held only briefly)
+        self._io_lock = threading.Lock()  # serialises encoding + writing of flushes, in order
         self._pending: list[StepRecord] = []
         self._pending_relabels: list[dict[str, Any]] = []
         self._oldest_pending_s = 0.0
@@ -67,9 +69,6 @@ class EpisodeWriter:
         self._file = os.fdopen(fd, "wb", buffering=0)
         fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._write(fmt.FILE_MAGIC + fmt.encode_chunk(fmt.HEADER, header))
-        if store.fsync:
-            os.fsync(self._file.fileno())
-            fsync_dir(path.parent)
 
     # ------------------------------------------------------------------ appending
 
@@ -92,7 +91,9 @@ class EpisodeWriter:
             if step.policy_version >= 0:
                 self._policy_versions.add(int(step.policy_version))
             self._last_step = step
-            if self._due():
+            # normally the store's flusher thread writes the buffer (at half the interval), off
+            # this thread; this is the backstop that keeps the loss bound if that thread starves
+            if self._due(self.store.flush_interval_s):
                 self._flush_locked()
 
     def relabel(self, steps: Iterable[int], segment: Segment | str) -> None:
@@ -120,17 +121,22 @@ class EpisodeWriter:
         """The observation after the last step, so replay can bootstrap through a time limit."""
         self._final_obs = dict(obs)
 
-    def _due(self) -> bool:
+    def _due(self, age_s: float) -> bool:
         if len(self._pending) >= self.store.max_buffered_steps:
             return True
-        return bool(self._pending or self._pending_relabels) and (
-            time.monotonic() - self._oldest_pending_s >= self.store.flush_interval_s
-        )
+        return bool(self._pending or self._pending_relabels) and time.monotonic() - self._oldest_pending_s >= age_s
 
     def flush_if_due(self) -> None:
+        """Called by the store's flusher thread: encode + write the buffer without blocking add()."""
         with self._lock:
-            if not self.closed and self._due():
-                self._flush_locked()
+            if self.closed or not self._due(self.store.flush_interval_s / 2):
+                return
+            batch = self._take_batch_locked()
+            self._io_lock.acquire()  # taken before releasing _lock: flushes reach the file in order
+        try:
+            self._write_batch(*batch)
+        finally:
+            self._io_lock.release()
 
     def flush(self) -> None:
         with self._lock:
@@ -138,19 +144,28 @@ class EpisodeWriter:
                 self._flush_locked()
 
     def _flush_locked(self) -> None:
+        batch = self._take_batch_locked()
+        with self._io_lock:
+            self._write_batch(*batch)
+
+    def _take_batch_locked(self) -> tuple[list[StepRecord], np.ndarray, list[dict[str, Any]]]:
+        pending, relabels = self._pending, self._pending_relabels
+        segments = np.array(self._segments[len(self._segments) - len(pending):], np.int8)
+        self._pending, self._pending_relabels = [], []
+        return pending, segments, relabels
+
+    def _write_batch(self, pending: list[StepRecord], segments: np.ndarray, relabels: list[dict[str, Any]]) -> None:
         data = b""
-        if self._pending:
-            cols = steps_to_columns(self._pending, self._encode)
-            cols["segment"] = np.array(self._segments[len(self._segments) - len(self._pending):], np.int8)
+        if pending:
+            cols = steps_to_columns(pending, self._encode)
+            cols["segment"] = segments
             data += fmt.encode_chunk(fmt.STEPS, cols)
-        for rl in self._pending_relabels:
+        for rl in relabels:
             data += fmt.encode_chunk(fmt.RELABEL, rl)
         if data:
             self._write(data)
             if self.store.fsync:
                 os.fsync(self._file.fileno())
-        self._pending = []
-        self._pending_relabels = []
 
     def _write(self, data: bytes) -> None:
         # one write() per flush: a crash leaves at most one incomplete chunk at the end
@@ -193,7 +208,6 @@ class EpisodeWriter:
             final_path = self.store.episodes_dir / self.path.name
             os.rename(self.path, final_path)
             fsync_dir(self.store.episodes_dir)
-            fsync_dir(self.path.parent)
             self._close_file()
             self.path = final_path
             return em

@@ -28,17 +28,20 @@ path, n_episodes, pause_s, prefix = sys.argv[1], int(sys.argv[2]), float(sys.arg
 store = EpisodeStore(path)  # default flush interval (0.5 s), fsync on
 rec = Recorder(store, 3)
 rng = np.random.default_rng(int(sys.argv[4]))
-obs = {t: synthetic.observation(t, hw=(32, 32)) for t in range(64)}
+obs = {t: synthetic.observation(t, hw=(32, 32)) for t in range(201)}
+progress = np.memmap(path + ".progress", dtype=np.float64, mode="w+", shape=(1,))  # survives SIGKILL
 print("ready", flush=True)
 i = 0
 while n_episodes <= 0 or i < n_episodes:
-    eid, n = f"{prefix}ep{i:04d}", int(rng.integers(5, 60))
+    eid, n = f"{prefix}ep{i:04d}", int(rng.integers(10, 200))
     segs = ["autonomous"] * n
     k = int(rng.integers(0, n))
     segs[k:k + 4] = ["recovery"] * len(segs[k:k + 4])
     for t in range(n):
         o = dict(obs[t]); o["state"] = o["state"].copy(); o["state"][1] = i
-        rec.add(synthetic.step_record(eid, t, segs[t], episode=i, last=t == n - 1, obs=o, timestamp_s=time.time()))
+        now = time.time()
+        rec.add(synthetic.step_record(eid, t, segs[t], episode=i, last=t == n - 1, obs=o, timestamp_s=now))
+        progress[0] = now  # when the newest step was handed to the recorder
         time.sleep(pause_s)
     rec.end_episode(True, final_observation=obs[n])
     print("final", eid, n, flush=True)
@@ -107,11 +110,16 @@ def test_sigkill_at_random_moments_loses_at_most_one_flush_interval(tmp_path):
                 if ep.recovered:
                     recovered_total += 1
                     assert not ep.meta.success
-            if t_kill - t_ready > 1.0:  # the writer adds steps from 'ready' on
-                assert t_kill - latest <= 1.0, f"trial {trial}: lost {t_kill - latest:.2f} s of steps (> 1 s)"
+            last_added = float(np.fromfile(f"{path}.progress", np.float64)[0])
+            if last_added > 0 and last_added - t_ready > 1.0:
+                # loss = steps handed over after the newest step that survived (measured on the
+                # writer's own clock, so a writer starved by a busy machine is not blamed)
+                assert last_added - latest <= 1.0, f"trial {trial}: lost {last_added - latest:.2f} s of steps (> 1 s)"
+                assert t_kill >= last_added
             finished_total += len(finished)
             store.close()
-    assert finished_total > 0 and recovered_total > 0, "the kills should land both between and inside episodes"
+    assert finished_total > 0 and recovered_total > 0, (
+        f"the kills should land both between and inside episodes: {finished_total} finished, {recovered_total} recovered")
 
 
 def test_reader_sees_new_episodes_while_a_writer_appends(tmp_path):
