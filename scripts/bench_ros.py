@@ -129,7 +129,7 @@ def bench_loop(duration_s: float, env: dict[str, str]) -> dict[str, float]:
     commands = CommandPublisher(node, cfg.robot)
     reset_pub = node.create_publisher(String, "sim/reset", COMMAND_QOS)
     robot = TopicRobot(commands, lambda d: reset_pub.publish(convert.json_msg(d)), lambda: node.get_clock().now().nanoseconds,
-                       time.monotonic, {}, lockstep=True, timeout_s=10.0)
+                       time.monotonic, {}, lockstep=True, timeout_s=30.0)
     ObservationSubscriber(node, ["front"], robot.on_obs, sim=True)
     ex = MultiThreadedExecutor(num_threads=2, context=ctx)
     ex.add_node(node)
