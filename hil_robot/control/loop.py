@@ -132,28 +132,38 @@ class Controller:
         step = 0
         end_reason, success = "max_steps", False
         first_obs: dict[str, Any] | None = obs
-        while step < max_steps:
-            slot = t0 + tick * self.period_s
-            self.clock.sleep_until(slot)
-            started = self.clock.now()
-            late_slots = int((started - slot) // self.period_s)
-            if late_slots >= 1:  # fell behind by whole periods: skip them, do not burst
-                self.counters["overruns"] += late_slots
-                tick += late_slots
+        failure: BaseException | None = None
+        try:
+            while step < max_steps:
                 slot = t0 + tick * self.period_s
-            record, decision, ended = self._tick(episode_id, step, tick, slot, started, first_obs, step + 1 >= max_steps)
-            first_obs = None
-            tick += 1
-            step += 1
-            if ended:
-                end_reason, success = ended
-                break
-            if self._stop_requested:
-                end_reason = "stopped"
-                break
+                self.clock.sleep_until(slot)
+                started = self.clock.now()
+                late_slots = int((started - slot) // self.period_s)
+                if late_slots >= 1:  # fell behind by whole periods: skip them, do not burst
+                    self.counters["overruns"] += late_slots
+                    tick += late_slots
+                    slot = t0 + tick * self.period_s
+                record, decision, ended = self._tick(episode_id, step, tick, slot, started, first_obs, step + 1 >= max_steps)
+                first_obs = None
+                tick += 1
+                step += 1
+                if ended:
+                    end_reason, success = ended
+                    break
+                if self._stop_requested:
+                    end_reason = "stopped"
+                    break
+        except BaseException as e:  # Ctrl-C, a driver error: stop the arm first, keep what was recorded
+            failure = e
+            end_reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"error: {type(e).__name__}: {e}"
+            log.error("episode %s ended by %s; robot stopped", episode_id, end_reason)
+            self.robot.stop()
         meta = None
-        if self.recorder is not None:
-            meta = self.recorder.end_episode(
+        if self.recorder is not None and step == 0 and hasattr(self.recorder, "abort_episode"):
+            self.recorder.abort_episode()  # nothing recorded (opened by start_episode)
+        elif self.recorder is not None and step > 0:
+            meta = self._end_recording(
+                failure,
                 success,
                 final_observation=self._final_observation(),
                 task=self.cfg.sim.task,
@@ -162,6 +172,8 @@ class Controller:
                 extra={"end_reason": end_reason, "safety": self.safety.summary(), "loop": dict(self.counters)},
             )
         self._log_counters(force=True)
+        if failure is not None:
+            raise failure
         return EpisodeResult(episode_id, step, success, end_reason, self.instruction, self.arbiter.interventions, meta)
 
     def _enter_realtime(self) -> None:
@@ -201,7 +213,12 @@ class Controller:
         cmd: OperatorCommand | None = None
         if self.operator is not None:
             context = {"policy_action": None if planned is None else planned.action.copy(), "step": step, "task_status": status}
-            cmd = self.operator.command(policy_obs, context)
+            try:
+                cmd = self.operator.command(policy_obs, context)
+            except Exception as e:  # a broken device must not hand the robot to the policy silently
+                self.counters["operator_errors"] += 1
+                log.warning("operator source failed (%s: %s); holding this tick", type(e).__name__, e)
+                force.append("operator_error")
         op_action = None
         if cmd is not None:
             if cmd.estop:
@@ -278,6 +295,15 @@ class Controller:
             self.on_step(record, decision)
         self._log_counters()
         return record, decision, ended
+
+    def _end_recording(self, failure: BaseException | None, success: bool, **kw: Any) -> Any:
+        try:
+            return self.recorder.end_episode(success, **kw)
+        except Exception:
+            if failure is None:
+                raise
+            log.exception("could not finalise the episode after %r", failure)  # keep the original error
+            return None
 
     def _final_observation(self) -> dict[str, Any] | None:
         try:

@@ -53,6 +53,7 @@ FLAGS: tuple[str, ...] = (
     "state_invalid",
     "pose_jump",
     "stale_obs",
+    "operator_error",
     "clip",
     "workspace",
     "step_pos",

@@ -197,3 +197,31 @@ def test_robot_side_stays_torch_free() -> None:
     code = ("import sys, hil_robot.control, hil_robot.control.cli, hil_robot.control.fakes; "
             "bad = [m for m in ('torch', 'policies.vla') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_broken_operator_source_holds_instead_of_handing_over() -> None:
+    def script(step, obs, ctx):
+        if step == 2:
+            raise OSError("device unplugged")
+        return OperatorCommand(obs["timestamp_s"])
+
+    ctl, robot, *_, rec, _ = make(const(0.5), script)
+    ctl.run_episode(max_steps=4)
+    assert "operator_error" in rec.steps[2].safety_flags and (rec.steps[2].action_executed[:6] == 0).all()
+    assert rec.steps[3].action_executed[0] == pytest.approx(0.5) and ctl.counters["operator_errors"] == 1
+
+
+def test_driver_error_stops_the_robot_and_keeps_the_recorded_steps() -> None:
+    ctl, robot, *_, rec, _ = make(const(0.5))
+    orig = robot.send_action
+
+    def send(a):
+        if robot.steps == 3:
+            raise RuntimeError("arm driver lost")
+        return orig(a)
+
+    robot.send_action = send
+    with pytest.raises(RuntimeError, match="arm driver lost"):
+        ctl.run_episode(max_steps=10)
+    assert robot.stops == 1 and len(rec.steps) == 3
+    assert rec.ended[0][1]["extra"]["end_reason"].startswith("error: RuntimeError")
