@@ -8,6 +8,9 @@
      callback, i.e. excluding the wait for the display) to the OperatorCommand at the Python side.
    * webxr_input_to_command_p50/p99_ms: from setting the emulated controller to the command
      (includes waiting for the next XR frame; iwer runs at the browser's frame rate).
+   * webxr_wss_floor_p50/p99_ms (anchor, same run): bare timestamped messages over a second WSS
+     link to the same endpoint from the same page (timer-driven, XR session still running),
+     page send -> arrival in Python: what the transport alone costs on this machine.
    Both clocks are the host's wall clock (same machine): performance.timeOrigin+now() vs time.time().
 2. SpaceMouse read loop: the reader thread draining a recorded HID report stream back to back
    (hidapi ``read`` interface), reports parsed per second; and the cost of one ``read()``.
@@ -46,6 +49,19 @@ MOVER_JS = """
     window.__moves.push(performance.timeOrigin + performance.now());
   }
   return window.__moves.length;
+})()
+"""
+
+FLOOR_JS = """
+(async () => {
+  const ws = new WebSocket(`wss://${location.host}/ws/xr`);
+  await new Promise((res) => { ws.onopen = res; });
+  for (let k = 0; k < %d; k++) {
+    await new Promise((res) => setTimeout(res, %f));
+    ws.send(JSON.stringify({ type: "xr", seq: 10000000 + k, t_ms: performance.timeOrigin + performance.now(), controllers: {} }));
+  }
+  ws.close();
+  return true;
 })()
 """
 
@@ -113,6 +129,24 @@ def bench_webxr(n_moves: int, move_ms: float) -> dict[str, float]:
             "new Promise(res => { let n = 0; const s = __xr.activeSession; const t0 = performance.now();"
             " const f = () => { n++; if (performance.now() - t0 < 1000) s.requestAnimationFrame(f); else res(n); };"
             " s.requestAnimationFrame(f); })")
+        # anchor: the same WSS path with no XR frame loop in front of it (page -> Python arrival)
+        stop_floor = threading.Event()
+        floor: list[float] = []
+
+        def arrivals() -> None:
+            seq = device.seq
+            while not stop_floor.is_set():
+                if device.wait_sample(seq, 0.2):
+                    seq = device.seq
+                    if seq >= 10_000_000:
+                        floor.append(device.recv_epoch_ms - device.sample_t_ms)
+
+        th2 = threading.Thread(target=arrivals, daemon=True)
+        th2.start()
+        browser.eval(FLOOR_JS % (min(n_moves, 300), 40.0), timeout_s=60)
+        time.sleep(0.3)
+        stop_floor.set()
+        th2.join(timeout=2)
         device.close()
     frame_lat = [c - s for c, s, _ in first_cmd.values()]
     wire_lat = [r - s for _, s, r in first_cmd.values()]
@@ -124,6 +158,8 @@ def bench_webxr(n_moves: int, move_ms: float) -> dict[str, float]:
         "webxr_latency_p99_ms": pct(frame_lat, 99),
         "webxr_frame_to_arrival_p50_ms": pct(wire_lat, 50),
         "webxr_frame_to_arrival_p99_ms": pct(wire_lat, 99),
+        "webxr_wss_floor_p50_ms": pct(floor, 50),
+        "webxr_wss_floor_p99_ms": pct(floor, 99),
         "webxr_input_to_command_p50_ms": pct(input_lat, 50),
         "webxr_input_to_command_p99_ms": pct(input_lat, 99),
         "webxr_matched_frac": len(first_cmd) / max(1, len(moves)),

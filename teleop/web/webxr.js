@@ -7,17 +7,27 @@
   let seq = 0;
   let cameraBitmap = null;
   let cameraDirty = false;
-  const link = HIL.connect("/ws/xr", {
-    onOpen: () => { $("conn").textContent = "connected"; $("conn").className = "pill ok"; },
-    onClose: () => { $("conn").textContent = "disconnected"; $("conn").className = "pill bad"; },
-    onStatus: (s) => { $("mode").textContent = s.mode; $("segment").textContent = s.segment; },
-    onFrame: (name, blob) => {
-      HIL.showFrame($("cameras"), name, blob);
-      if (name === (window.HIL_XR_CAMERA || "front") || !cameraBitmap) {
-        createImageBitmap(blob).then((b) => { cameraBitmap = b; cameraDirty = true; }).catch(() => {});
-      }
-    },
-  });
+  const showFrame = (name, blob) => {
+    HIL.showFrame($("cameras"), name, blob);
+    if (name === (window.HIL_XR_CAMERA || "front") || !cameraBitmap) {
+      createImageBitmap(blob).then((b) => { cameraBitmap = b; cameraDirty = true; }).catch(() => {});
+    }
+  };
+  // the WSS link lives in a worker: pose messages leave at once even while this thread renders
+  let linkOpen = false;
+  const link = new Worker("/static/xr_link.js");
+  link.onmessage = (ev) => {
+    const m = ev.data;
+    if (m.kind === "open") { linkOpen = true; $("conn").textContent = "connected"; $("conn").className = "pill ok"; }
+    else if (m.kind === "close") { linkOpen = false; $("conn").textContent = "disconnected"; $("conn").className = "pill bad"; }
+    else if (m.kind === "text") {
+      const s = JSON.parse(m.data);
+      if (s.type === "status") { $("mode").textContent = s.mode; $("segment").textContent = s.segment; }
+    } else if (m.kind === "binary") {
+      const bytes = new Uint8Array(m.data), n = bytes[0];
+      showFrame(new TextDecoder().decode(bytes.subarray(1, 1 + n)), new Blob([bytes.subarray(1 + n)], { type: "image/jpeg" }));
+    }
+  };
 
   const pose7 = (p) => {
     if (!p) return null;
@@ -92,9 +102,8 @@
         axes: Array.from(src.gamepad.axes),
       };
     }
-    const ws = link.socket;
-    if (ws && ws.readyState === 1 && ws.bufferedAmount < 65536) {
-      ws.send(JSON.stringify({ type: "xr", seq: seq++, t_ms: tMs, frame_t: t, controllers }));
+    if (linkOpen) {
+      link.postMessage(JSON.stringify({ type: "xr", seq: seq++, t_ms: tMs, frame_t: t, controllers }));
       $("sent").textContent = seq;
     }
     draw(frame, refSpace, frame.getViewerPose(refSpace));
@@ -107,7 +116,9 @@
       gl = canvas.getContext("webgl", { xrCompatible: true });
       if (gl) {
         initGL();
-        session.updateRenderState({ baseLayer: new XRWebGLLayer(session, gl) });
+        // the panel shows a low-resolution camera feed: half-resolution eye buffers lose nothing and
+        // halve the fill work (battery on a headset; CPU under software GL)
+        session.updateRenderState({ baseLayer: new XRWebGLLayer(session, gl, { framebufferScaleFactor: 0.5 }) });
       } else {
         $("error").textContent = "WebGL unavailable: streaming controllers without the camera panel";
       }
