@@ -7,8 +7,8 @@
    (default: the VLA, chunks of 10, 5 executed, next chunk requested early).
    * ``loop_jitter_p99_ms``: p99 of |tick period - 50 ms|, tick = loop wake-up (back-to-back ticks).
    * ``command_jitter_p99_ms``: the same for the instants the commands reach the robot.
-   * ``deadline_miss_frac``: ticks whose command left more than ``control.deadline_slack_frac`` of a
-     period (5 ms) after its slot, plus skipped slots, over all slots.
+   * ``deadline_miss_frac``: ticks whose command reached the robot more than ``control.deadline_frac``
+     of a period (0.5 -> 25 ms) after its slot, plus skipped slots, over all slots.
 2. Watchdog: an operator device streams takeover commands at 100 Hz from its own thread (like a
    SpaceMouse driver); the stream is cut at random instants. ``watchdog_reaction_ms`` is the median,
    over cuts, of (time the first hold command reached the robot - timestamp of the last command);

@@ -6,7 +6,7 @@ Time comes from an injectable clock (``clock.now()``, ``clock.sleep_until(t)``);
 sim robot and the operator sources take a ``clock`` for that). A tick is scheduled at
 ``t0 + k * period``; a tick that starts more than a whole period late skips the missed slots
 (counted as ``overruns``), and a tick whose command leaves later than
-``control.deadline_slack_frac * period`` after its slot counts as a ``deadline_miss``.
+``control.deadline_frac * period`` after its slot counts as a ``deadline_miss``.
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ class Controller:
         self.arbiter.note_executed(executed)
         self.timings.append(TickTiming(slot, started, sent_s))
         self.counters["ticks"] += 1
-        if sent_s - slot > self.cfg.control.deadline_slack_frac * self.period_s:
+        if sent_s - slot > self.cfg.control.deadline_frac * self.period_s:
             self.counters["deadline_misses"] += 1
 
         instruction_used = self.instruction

@@ -154,7 +154,7 @@ def test_task_success_and_operator_marks_end_episodes() -> None:
 def test_deadline_misses_and_overruns_are_counted() -> None:
     ctl, robot, policy, op, rec, clock = make(const(0.1))
     orig = robot.send_action
-    slow = {3: 0.02, 6: 0.33}  # a 20 ms late command; then a 3.3-period stall
+    slow = {3: 0.06, 6: 0.33}  # a 60 ms late command; then a 3.3-period stall
 
     def send(a):
         clock.advance(slow.get(robot.steps, 0.0))
@@ -162,8 +162,8 @@ def test_deadline_misses_and_overruns_are_counted() -> None:
 
     robot.send_action = send
     ctl.run_episode(max_steps=10)
-    # misses: step 3 (20 ms > 10% of 100 ms), step 6 (330 ms), step 7 (resumes 30 ms into its slot)
-    assert ctl.counters["deadline_misses"] == 3
+    # misses: step 3 (60 ms > half of 100 ms), step 6 (330 ms); step 7 resumes 30 ms into its slot: in time
+    assert ctl.counters["deadline_misses"] == 2
     assert ctl.counters["overruns"] == 2
     slots = [t.scheduled_s for t in ctl.timings]
     assert np.allclose(np.diff(slots), [0.1] * 6 + [0.3] + [0.1] * 2)  # skipped slots, no burst
