@@ -26,6 +26,11 @@ from hil_robot.data.store import EpisodeStore
 log = logging.getLogger(__name__)
 
 
+def _open(path: str | os.PathLike) -> EpisodeStore:
+    exists = os.path.isfile(os.path.join(path, "store.json"))
+    return EpisodeStore(path, read_only=exists)
+
+
 class StoreReplay:
     def __init__(
         self,
@@ -40,7 +45,8 @@ class StoreReplay:
     ):
         if isinstance(stores, (str, os.PathLike, EpisodeStore)):
             stores = [stores]
-        self.stores = [s if isinstance(s, EpisodeStore) else EpisodeStore(s, read_only=True) for s in stores]
+        # a store that does not exist yet is created empty (the learner may start before the robot)
+        self.stores = [s if isinstance(s, EpisodeStore) else _open(s) for s in stores]
         if not self.stores:
             raise StoreError("StoreReplay needs at least one episode store")
         self.buffer = ReplayBuffer(capacity_steps, strategy, sirius=sirius, keep_demos=keep_demos, seed=seed)

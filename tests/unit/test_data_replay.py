@@ -184,6 +184,13 @@ def test_several_stores_and_refresh_picks_up_new_episodes(tmp_path):
     assert again.num_steps == 11 and again.refresh() == 0
 
 
+def test_replay_on_a_store_that_does_not_exist_yet(tmp_path):
+    replay = StoreReplay([tmp_path / "later"], capacity_steps=50)
+    assert replay.num_episodes == 0 and replay.refresh() == 0
+    synthetic.record_episode(Recorder(EpisodeStore(tmp_path / "later"), 2), "first", [A] * 3, **SMALL)
+    assert replay.refresh() == 1
+
+
 def test_empty_view_gives_a_clear_error(tmp_path):
     store = _store(tmp_path / "s", [([A] * 3, True, True)])
     replay = StoreReplay([store], capacity_steps=10)
