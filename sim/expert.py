@@ -29,6 +29,7 @@ from sim.tasks import stack_cubes as stack
 from sim.tasks.base import RobotView, in_grasp
 
 PREGRASP_M = 0.08  # hover this far above a grasp point before descending
+REFERENCE_HZ = 10.0  # the plans' gains and speeds are per 0.1 s
 OPEN, CLOSE = -1.0, 1.0
 
 
@@ -56,14 +57,19 @@ def aligned_yaw(obj_quat: np.ndarray, tcp_quat: np.ndarray) -> float:
     return cur + wrap_angle(yaw_of(obj_quat) - cur, math.pi / 2)
 
 
-def plan_to_action(plan: Plan, robot: RobotView, max_pos_m: float, max_rot_rad: float) -> np.ndarray:
+def plan_to_action(plan: Plan, robot: RobotView, max_pos_m: float, max_rot_rad: float,
+                   control_hz: float = REFERENCE_HZ) -> np.ndarray:
+    """Normalised delta towards the plan. Gains and speed caps are tuned per 0.1 s and scaled by the
+    tick length, so the motion is the same in time at any control rate (10-20 Hz)."""
+    k = min(1.0, REFERENCE_HZ / control_hz)
     a = np.empty(7, np.float32)
-    dp = plan.gain * (plan.pos - robot.tcp_pos) / max_pos_m
+    dp = plan.gain * k * (plan.pos - robot.tcp_pos) / max_pos_m
     n = float(np.max(np.abs(dp)))
-    if n > plan.speed:
-        dp *= plan.speed / n  # keep the direction, cap the largest component
+    cap = plan.speed * k
+    if n > cap:
+        dp *= cap / n  # keep the direction, cap the largest component
     a[:3] = dp
-    a[3:6] = np.clip(rot_error(plan.quat, robot.tcp_quat) / max_rot_rad, -1.0, 1.0)
+    a[3:6] = np.clip(k * rot_error(plan.quat, robot.tcp_quat) / max_rot_rad, -1.0, 1.0)
     a[6] = plan.gripper
     return a
 
@@ -220,7 +226,8 @@ class ScriptedExpert:
         plan = self.plan(obs)
         self.last_plan = plan
         robot = RobotView.from_state(np.asarray(obs["state"]))
-        a = plan_to_action(plan, robot, self.robot_cfg.max_delta_pos_m, self.robot_cfg.max_delta_rot_rad)
+        rc = self.robot_cfg
+        a = plan_to_action(plan, robot, rc.max_delta_pos_m, rc.max_delta_rot_rad, rc.control_hz)
         if self.noise_std > 0:
             a[:6] += self.rng.normal(0.0, self.noise_std, 6).astype(np.float32)
         return np.clip(a, -1.0, 1.0)

@@ -105,7 +105,8 @@ class SimulatedOperator:
             if reached or step - self.phase_start >= self.cfg.max_recovery_steps:
                 self.phase, self.phase_start = Phase.CORRECTION, step
             else:
-                action = plan_to_action(plan, robot, self.robot_cfg.max_delta_pos_m, self.robot_cfg.max_delta_rot_rad)
+                rc = self.robot_cfg
+                action = plan_to_action(plan, robot, rc.max_delta_pos_m, rc.max_delta_rot_rad, rc.control_hz)
         if self.phase == Phase.CORRECTION:
             done = sub_idx > self.goal_subtask or status["success"]
             if done or step - self.phase_start >= self.cfg.max_correction_steps:
