@@ -146,3 +146,23 @@ def test_vr_operator_clutch_takes_over_and_maps_pose():
     op.post_event("estop")
     c4 = op.command(obs(), {})
     assert c4.estop and not np.any(c4.action[:6]) and c4.pose_target is None
+
+
+def test_teleop_config_errors_name_the_key_and_choices():
+    from hil_robot.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="teleop.hand.*left, right"):
+        TeleopConfig(hand="middle")
+    with pytest.raises(ConfigError, match="dof_mask"):
+        TeleopConfig(dof_mask=(True, False))
+    cfg = load_config(["teleop=spacemouse", "teleop.dominant_axis=true", "teleop.http_port=0"])
+    assert cfg.teleop.device == "spacemouse" and cfg.teleop.dominant_axis and cfg.teleop.http_port == 0
+    shared = load_config(["teleop=webxr", "teleop.dof_mask=[true,true,true,true,true,true,false]"]).teleop
+    assert shared.dof_mask[-1] is False and shared.http_host == "0.0.0.0"
+
+
+def test_shared_autonomy_mask_reaches_the_command():
+    cfg = TeleopConfig(dof_mask=(True,) * 6 + (False,))
+    op = DeviceOperator(ScriptedDevice([OperatorInput(0.0, motion=np.array([0, 1.0, 0, 0, 0, 0]))]), cfg, RobotConfig())
+    c = op.command(obs(), {})
+    assert c.mode is OperatorMode.TAKEOVER and c.dof_mask.tolist() == [True] * 6 + [False]
