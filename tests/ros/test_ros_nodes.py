@@ -1,0 +1,217 @@
+"""Nodes in-process over real DDS (loopback): the camera node with a mock capture, arm_bridge with
+both presets against a fake arm driver, parameter validation, and the JSON record adapters."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
+
+import rclpy  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+
+from hil_robot.config import ConfigError, load_config  # noqa: E402
+from hil_robot_ros import convert  # noqa: E402
+from hil_robot_ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS  # noqa: E402
+
+
+def ros_args(*args):
+    return pytest.mark.parametrize("ros", [args], indirect=True, ids=["params"])
+
+
+@pytest.fixture
+def ros(request):
+    """rclpy.init with the test's ``--ros-args`` (``ros_args(...)`` parametrizes it), an executor, cleanup."""
+    extra = getattr(request, "param", ())
+    args = ["--ros-args", *extra] if extra else []
+    rclpy.init(args=["test", *args])
+    ex = MultiThreadedExecutor(num_threads=3)
+    nodes = []
+
+    class Env:
+        def add(self, node):
+            nodes.append(node)
+            ex.add_node(node)
+            return node
+
+        def spin_until(self, pred, timeout_s=5.0):
+            end = time.monotonic() + timeout_s
+            while time.monotonic() < end:
+                ex.spin_once(timeout_sec=0.02)
+                if pred():
+                    return True
+            return False
+
+    yield Env()
+    for n in nodes:
+        close = getattr(n, "close", None)
+        if callable(close):
+            close()
+    ex.shutdown()
+    rclpy.shutdown()
+
+
+def _cfg():
+    return load_config(["robot.control_hz=10"])
+
+
+class MockCapture:
+    def __init__(self):
+        self.n = 0
+
+    def isOpened(self):
+        return True
+
+    def read(self):
+        self.n += 1
+        img = np.zeros((48, 64, 3), np.uint8)
+        img[..., 2] = 200  # red in BGR
+        return True, img
+
+    def set(self, *a):
+        return True
+
+    def get(self, *a):
+        return 0.0
+
+    def release(self):
+        pass
+
+
+@ros_args("-p", "camera_name:=wrist", "-p", "width:=64", "-p", "height:=48", "-p", "rate_hz:=30.0",
+                      "-p", "fovy_deg:=60.0")
+def test_camera_node_publishes_image_info_and_compressed(ros):
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+    from hil_robot_ros.nodes.camera import CameraNode
+
+    cam = ros.add(CameraNode(_cfg(), opener=lambda dev: MockCapture()))
+    sub = ros.add(rclpy.create_node("cam_sub"))
+    got = {"img": [], "info": [], "jpg": []}
+    sub.create_subscription(Image, "camera/wrist/image_raw", got["img"].append, SENSOR_QOS)
+    sub.create_subscription(CameraInfo, "camera/wrist/camera_info", got["info"].append, SENSOR_QOS)
+    sub.create_subscription(CompressedImage, "camera/wrist/image_raw/compressed", got["jpg"].append, SENSOR_QOS)
+    assert ros.spin_until(lambda: all(len(v) >= 3 for v in got.values())), {k: len(v) for k, v in got.items()}
+    img = convert.msg_to_image(got["img"][-1])
+    assert img.shape == (48, 64, 3) and img[0, 0].tolist() == [200, 0, 0]  # BGR capture -> RGB message
+    assert got["img"][-1].header.frame_id == "wrist_optical_frame"
+    intr = convert.camera_info_intrinsics(got["info"][-1])
+    assert intr["width"] == 64 and intr["fy"] == pytest.approx(24 / np.tan(np.radians(30)))
+    assert np.abs(convert.compressed_msg_to_image(got["jpg"][-1]).astype(int) - img).mean() < 3
+    assert cam.frames >= 3
+
+
+@ros_args("-p", "device:=/dev/video_does_not_exist_7")
+def test_camera_node_names_the_missing_device(ros):
+    from hil_robot_ros.nodes.camera import CameraNode
+
+    with pytest.raises(RuntimeError, match="/dev/video_does_not_exist_7 does not exist"):
+        CameraNode(_cfg())
+
+
+@ros_args("-p", "rate_hz:=-1.0")
+def test_bad_parameter_is_rejected_with_its_name(ros):
+    from hil_robot_ros.nodes.camera import CameraNode
+
+    with pytest.raises(ConfigError, match=r"camera.rate_hz=-1.0 must be > 0"):
+        CameraNode(_cfg(), opener=lambda dev: MockCapture())
+
+
+def _fake_franka(ros):
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import JointState
+
+    drv = ros.add(rclpy.create_node("fake_franka"))
+    js_pub = drv.create_publisher(JointState, "/franka/joint_states", SENSOR_QOS)
+    pose_pub = drv.create_publisher(PoseStamped, "/franka_robot_state_broadcaster/current_pose", SENSOR_QOS)
+    names = [f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1"]
+
+    def publish():
+        stamp = drv.get_clock().now().nanoseconds
+        js_pub.publish(convert.joint_state_msg([0.1 * i for i in range(7)] + [0.02], names, stamp))
+        pose_pub.publish(convert.pose_msg([0.5, 0.0, 0.3], [0.0, 1.0, 0.0, 0.0], stamp, "fr3_link0"))
+
+    return drv, publish
+
+
+@ros_args("-p", "preset:=franka_cartesian_impedance")
+def test_arm_bridge_franka_pose_targets_and_estop(ros):
+    from geometry_msgs.msg import PoseStamped, TwistStamped
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Bool
+
+    from hil_robot_ros.nodes.arm_bridge import ArmBridgeNode
+
+    bridge = ros.add(ArmBridgeNode(_cfg()))
+    drv, publish = _fake_franka(ros)
+    got = {"js": [], "pose": [], "target": []}
+    drv.create_subscription(JointState, "joint_states", got["js"].append, SENSOR_QOS)
+    drv.create_subscription(PoseStamped, "ee_pose", got["pose"].append, SENSOR_QOS)
+    drv.create_subscription(PoseStamped, "/cartesian_impedance_controller/equilibrium_pose", got["target"].append, COMMAND_QOS)
+    twist_pub = drv.create_publisher(TwistStamped, "cmd/ee_twist", COMMAND_QOS)
+    estop_pub = drv.create_publisher(Bool, "estop", LATCHED_QOS)
+    assert ros.spin_until(lambda: (publish(), len(got["js"]) >= 2 and len(got["pose"]) >= 2)[1])
+    q = convert.joint_state_positions(got["js"][-1], list(convert.DEFAULT_JOINT_NAMES) + ["gripper"])
+    assert q[:7] == pytest.approx([0.1 * i for i in range(7)]) and q[7] == pytest.approx(0.5)  # 0.02 of 0.04 open
+    assert got["pose"][-1].header.frame_id == "fr3_link0"
+    # a twist of 0.1 m/s in x for one 10 Hz tick moves the impedance target 1 cm
+    assert ros.spin_until(lambda: (twist_pub.publish(convert.twist_msg([0.1, 0, 0], [0, 0, 0], 0, "base")),
+                                   len(got["target"]) >= 1)[1])
+    pos, _ = convert.msg_to_pose(got["target"][0])
+    assert pos[0] == pytest.approx(0.51) and pos[2] == pytest.approx(0.3)
+    # a huge twist is clamped to 0.25 m/s: at most 2.5 cm per tick further
+    n = len(got["target"])
+    twist_pub.publish(convert.twist_msg([100.0, 0, 0], [0, 0, 0], 0, "base"))
+    assert ros.spin_until(lambda: len(got["target"]) > n)
+    assert convert.msg_to_pose(got["target"][-1])[0][0] - pos[0] <= 0.025 + 1e-9
+    # e-stop: the target snaps back to the measured pose and twists are ignored
+    estop_pub.publish(Bool(data=True))
+    assert ros.spin_until(lambda: bridge.estopped)
+    ros.spin_until(lambda: False, 0.3)
+    held = convert.msg_to_pose(got["target"][-1])[0]
+    assert held == pytest.approx([0.5, 0.0, 0.3])
+    n = len(got["target"])
+    twist_pub.publish(convert.twist_msg([0.1, 0, 0], [0, 0, 0], 0, "base"))
+    ros.spin_until(lambda: False, 0.5)
+    assert all(convert.msg_to_pose(m)[0] == pytest.approx([0.5, 0.0, 0.3]) for m in got["target"][n:])
+
+
+@ros_args("-p", "preset:=ur_servo_twist", "-p", "max_linear_speed_mps:=0.2")
+def test_arm_bridge_ur_servo_twist_and_watchdog(ros):
+    from geometry_msgs.msg import TwistStamped
+
+    from hil_robot_ros.nodes.arm_bridge import ArmBridgeNode
+
+    bridge = ros.add(ArmBridgeNode(_cfg()))
+    assert bridge.preset.max_linear_speed_mps == 0.2 and bridge.preset.command_style == "twist"
+    test = ros.add(rclpy.create_node("ur_side"))
+    out = []
+    test.create_subscription(TwistStamped, "/servo_node/delta_twist_cmds", out.append, COMMAND_QOS)
+    pub = test.create_publisher(TwistStamped, "cmd/ee_twist", COMMAND_QOS)
+    assert ros.spin_until(lambda: (pub.publish(convert.twist_msg([1.0, 0, 0], [0, 0, 0.5], 0, "base")), len(out) >= 1)[1])
+    v = convert.msg_to_twist(out[0])
+    assert v[0] == pytest.approx(0.2) and v[5] == pytest.approx(0.5) and out[0].header.frame_id == "base_link"
+    # no fresh command for watchdog_hold_s -> a zero twist goes out
+    assert ros.spin_until(lambda: np.allclose(convert.msg_to_twist(out[-1]), 0.0), 2.0)
+
+
+def test_step_labels_round_trip_into_a_step_record():
+    from hil_robot.types import Segment, Source, StepRecord
+    from hil_robot_ros.topic_robot import StampIndex, StepPublisher, labels_to_record
+
+    stamps = StampIndex()
+    obs = {"state": np.arange(15, dtype=np.float32), "prompt": "p", "timestamp_s": 12.5}
+    stamps.put(12.5, 777)
+    rec = StepRecord(episode_id="ep", step=0, observation=obs, action_executed=np.full(7, 0.25, np.float32),
+                     action_policy=np.full(7, np.nan, np.float32), source=Source.HUMAN, segment=Segment.RECOVERY,
+                     instruction="lift", policy_version=3, safety_flags=("step_pos",), obs_timestamp_s=12.5)
+    sent = []
+    StepPublisher(lambda d: sent.append(convert.msg_to_json(convert.json_msg(d))), stamps).add(rec)
+    assert sent[0]["event"] == "step" and sent[0]["obs_stamp_ns"] == 777
+    back = labels_to_record(sent[0]["labels"], obs)
+    assert back.segment == Segment.RECOVERY and back.source == Source.HUMAN and back.safety_flags == ("step_pos",)
+    assert np.array_equal(back.action_executed, rec.action_executed) and np.isnan(back.action_policy).all()
