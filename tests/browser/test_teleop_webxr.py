@@ -12,6 +12,7 @@ from hil_robot.config.robot import RobotConfig
 from hil_robot.config.teleop import TeleopConfig
 from hil_robot.types import OperatorMode, Segment
 from teleop.operator import DeviceOperator
+from teleop.rotations import quat_conj, quat_mul, quat_to_rotvec
 from teleop.web.server import TeleopWebServer
 from teleop.webxr import WebXRDevice
 
@@ -74,6 +75,12 @@ def test_controller_stream_drives_operator_commands(browser, xr):
     assert c.pose_target[:3] == pytest.approx([0.53, 0.0, 0.32], abs=2e-3)
     assert c.action[0] == pytest.approx(1.0) and c.action[2] == pytest.approx(1.0)  # clipped 1-tick delta
     assert c.action[6] == pytest.approx(1.0)  # gripper closed
+
+    # yaw the hand 10 degrees left (about XR +y): the gripper yaws 10 degrees about the base +z
+    step(browser, device, "r.quaternion.set(0, Math.sin(5 * Math.PI / 180), 0, Math.cos(5 * Math.PI / 180))")
+    c = op.command(obs, {})
+    delta = quat_mul(c.pose_target[3:7].astype(np.float64), quat_conj(obs["state"][3:7].astype(np.float64)))
+    assert quat_to_rotvec(delta) == pytest.approx([0.0, 0.0, np.radians(10)], abs=2e-3)
 
     step(browser, device, "r.updateButtonValue('a-button', 1)")
     assert op.command(obs, {}).segment is Segment.CORRECTION
