@@ -23,8 +23,9 @@ command actually to send, whether to ``send``, ``hold`` (zero motion, gripper ke
 Absolute pose targets (VR) go through ``pose_target_to_action`` first: the pose-jump guard rejects a
 target more than ``pose_jump_m`` / ``pose_jump_deg`` away from the previous accepted one
 (``pose_jump`` -> hold), then the target becomes a delta from the current EE pose and runs the
-same chain. The numeric core (``limit_commands``) is vectorised over a batch so the property tests
-push 10^5 commands through the very code the controller uses.
+same chain. The numeric core exists twice with identical decisions: ``limit_commands`` vectorised
+over a batch (the property tests push 10^5 commands through it) and ``limit_one`` in plain floats
+for the per-tick path; a differential test checks them against each other on every kind of input.
 """
 
 from __future__ import annotations
@@ -202,6 +203,88 @@ def limit_commands(
     return np.clip(out, -1.0, 1.0).astype(np.float32), kind, flags
 
 
+def limit_one(
+    limits: SafetyLimits,
+    action: Any,
+    has_command: bool,
+    age_end_s: float,
+    ee_pos_m: Any,
+    hold_gripper: float,
+    estopped: bool,
+    force_hold_bits: int = 0,
+) -> tuple[list[float], int, int]:
+    """``limit_commands`` for one command in plain Python floats (the per-tick path: ~30x fewer
+    microseconds than numpy on 7 numbers). Same decisions, same flags; a differential test keeps
+    the two identical. Returns (out[7] floats, kind, flag bits)."""
+    isfin = math.isfinite
+    a = [float(x) for x in action] if action is not None else [math.nan] * ACTION_DIM
+    ee = [float(x) for x in ee_pos_m]
+    age = float(age_end_s)
+    g_hold = float(hold_gripper)
+    g0 = min(1.0, max(-1.0, g_hold)) if isfin(g_hold) else 0.0
+    flags = 0
+    too_old_stop = not (age <= limits.watchdog_stop_s + _AGE_TOL_S)
+    stop = estopped or too_old_stop
+    if estopped:
+        flags |= FLAG_BIT["estop"]
+    elif too_old_stop:
+        flags |= FLAG_BIT["watchdog_stop"]
+    hold_out = [0.0] * 6 + [g0]
+    if stop:
+        return hold_out, STOP, flags
+    stale = has_command and age > limits.watchdog_hold_s + _AGE_TOL_S
+    skew = has_command and age < -limits.watchdog_hold_s
+    missing = not has_command
+    if stale:
+        flags |= FLAG_BIT["watchdog_hold"]
+    if skew:
+        flags |= FLAG_BIT["clock_skew"]
+    if missing:
+        flags |= FLAG_BIT["no_command"]
+        if not age <= limits.watchdog_hold_s + _AGE_TOL_S:
+            flags |= FLAG_BIT["watchdog_hold"]
+    active = not (stale or skew or missing)
+    bad_cmd = active and not all(isfin(x) for x in a)
+    bad_state = not (all(isfin(x) for x in ee) and isfin(g_hold))
+    if bad_cmd:
+        flags |= FLAG_BIT["nan_hold"]
+    if bad_state:
+        flags |= FLAG_BIT["state_invalid"]
+    flags |= int(force_hold_bits)
+    if not active or bad_cmd or bad_state or force_hold_bits:
+        return hold_out, HOLD, flags
+    c = [min(1.0, max(-1.0, x)) for x in a]
+    if any(x != y for x, y in zip(a, c)):
+        flags |= FLAG_BIT["clip"]
+    dpos = [c[i] * limits.pos_scale_m for i in range(3)]
+    target = [ee[i] + dpos[i] for i in range(3)]
+    boxed = []
+    for i in range(3):
+        lo = min(float(limits.box_min_m[i]), ee[i])
+        hi = max(float(limits.box_max_m[i]), ee[i])
+        boxed.append(min(hi, max(lo, target[i])))
+    if any(abs(b - t) > _EPS for b, t in zip(boxed, target)):
+        flags |= FLAG_BIT["workspace"]
+    dpos = [boxed[i] - ee[i] for i in range(3)]
+    step = math.sqrt(sum(x * x for x in dpos))
+    if step > limits.max_step_m * (1 + _EPS):
+        flags |= FLAG_BIT["step_pos"]
+    k = min(1.0, limits.max_step_m / max(step, 1e-300))
+    dpos = [x * k for x in dpos]
+    drot = [c[3 + i] * limits.rot_scale_rad for i in range(3)]
+    ang = math.sqrt(sum(x * x for x in drot))
+    if ang > limits.max_step_rad * (1 + _EPS):
+        flags |= FLAG_BIT["step_rot"]
+    kr = min(1.0, limits.max_step_rad / max(ang, 1e-300))
+    drot = [x * kr for x in drot]
+    g = c[6]
+    g_lim = min(g0 + limits.gripper_max_step, max(g0 - limits.gripper_max_step, g))
+    if abs(g_lim - g) > _EPS:
+        flags |= FLAG_BIT["gripper_rate"]
+    out = [x / limits.pos_scale_m for x in dpos] + [x / limits.rot_scale_rad for x in drot] + [g_lim]
+    return [min(1.0, max(-1.0, x)) for x in out], SEND, flags
+
+
 def pose_targets_to_actions(
     limits: SafetyLimits,
     pose8: np.ndarray,
@@ -335,25 +418,26 @@ class SafetyFilter:
         bits = 0
         for name in force_hold:
             bits |= FLAG_BIT[name]
-        out, kind, fl = limit_commands(
+        out_l, kind, fl = limit_one(
             self.limits,
-            vec[None],
-            np.array([has]),
-            np.array([age]),
-            _ee(state)[0][None],
-            np.array([self._last_gripper if self._last_gripper is not None else np.nan]),
-            np.array([self._estopped]),
-            np.array([bits]),
+            vec,
+            has,
+            age,
+            _ee(state)[0],
+            self._last_gripper if self._last_gripper is not None else math.nan,
+            self._estopped,
+            bits,
         )
-        kind_name = KIND_NAMES[int(kind[0])]
-        flags = flags_from_bits(int(fl[0]))
+        out = np.asarray(out_l, dtype=np.float32)
+        kind_name = KIND_NAMES[kind]
+        flags = flags_from_bits(fl)
         if kind_name != "stop":
-            self._last_gripper = float(out[0, 6])
+            self._last_gripper = float(out[6])
         self.counters["ticks"] += 1
         self.counters[kind_name] += 1
         for f in flags:
             self.counters[f] += 1
-        return SafetyDecision(action=out[0], kind=kind_name, flags=flags)
+        return SafetyDecision(action=out, kind=kind_name, flags=flags)
 
     def summary(self) -> dict[str, Any]:
         return dict(self.counters) | {"estopped": self._estopped}

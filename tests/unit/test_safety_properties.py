@@ -262,3 +262,22 @@ def test_nan_never_reaches_the_robot_even_with_nan_state() -> None:
     d = f.filter(np.ones(7), 0.0, 0.0, state)
     assert d.kind == "hold" and "state_invalid" in d.flags and np.isfinite(d.action).all()
     assert not math.isnan(float(d.action[6]))
+
+
+@settings(max_examples=15, deadline=None)
+@given(cfg=limits_strategy, seed=st.integers(0, 2**32 - 1))
+def test_per_tick_path_equals_the_batched_core(cfg: RobotConfig, seed: int) -> None:
+    """``limit_one`` (what SafetyFilter runs each tick) makes exactly the batched core's decisions."""
+    from hil_robot.control.safety import limit_one
+
+    limits = SafetyLimits.from_robot_config(cfg)
+    rng = np.random.default_rng(seed)
+    n = 400
+    act, has, age, ee, g0, estop = random_batch(rng, limits, n)
+    forced = np.where(rng.random(n) < 0.05, FLAG_BIT["pose_jump"], 0)
+    out, kind, flags = limit_commands(limits, act, has, age, ee, g0, estop, forced)
+    for i in range(n):
+        o1, k1, f1 = limit_one(limits, act[i], bool(has[i]), float(age[i]), ee[i], float(g0[i]), bool(estop[i]), int(forced[i]))
+        assert k1 == kind[i] and f1 == flags[i], (i, k1, kind[i], f1, flags[i])
+        assert np.allclose(np.float32(o1), out[i], atol=2e-7), (i, o1, out[i])
+    COUNTED["commands"] += n
