@@ -2,7 +2,8 @@
 
 1. Image topic: a publisher process sends 2 cameras x 128x128 rgb8 at 30 Hz (sensor QoS); this
    process subscribes. Delivered rate (pairs/s) and latency (receive time - header stamp, both
-   on the host's system clock) p50/p99.
+   on the host's system clock) p50/p99. Anchor in the same run: the same frames over a pyzmq
+   PUB/SUB pair on loopback (the project's own transport layer underneath), ``zmq_image_*``.
 2. Control loop over topics at 20 Hz: the real ``sim_driver`` node (kinematic backend, lock-step,
    one camera) in its own process; here a ``TopicRobot`` sends each command as TwistStamped +
    gripper JointState and waits for the observation the driver publishes after applying it.
@@ -107,6 +108,63 @@ def bench_images(duration_s: float, env: dict[str, str]) -> dict[str, float]:
             "ros_image_pairs": float(len(stamps_both))}
 
 
+ZMQ_PUBLISHER = r"""
+import sys, time, numpy as np, zmq
+ctx = zmq.Context(); pub = ctx.socket(zmq.PUB); pub.bind(sys.argv[2])
+rng = np.random.default_rng(0)
+imgs = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(2)]
+duration, rate = float(sys.argv[1]), 30.0
+time.sleep(1.5)  # let the subscriber connect
+t0 = time.monotonic(); k = 0
+while time.monotonic() - t0 < duration:
+    stamp = time.time_ns()
+    for cam, img in zip((b"front", b"wrist"), imgs):
+        pub.send_multipart([cam, str(stamp).encode(), img.tobytes()], copy=False)
+    k += 1
+    time.sleep(max(0.0, t0 + k / rate - time.monotonic()))
+pub.close(linger=0); ctx.term()
+"""
+
+
+def bench_zmq_images(duration_s: float) -> dict[str, float]:
+    """The same 2 x 128x128 @ 30 Hz stream over pyzmq PUB/SUB on loopback (the anchor)."""
+    import socket
+
+    import zmq
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVHWM, 5)  # like depth-5 sensor QoS
+    sub.connect(endpoint)
+    proc = subprocess.Popen([sys.executable, "-c", ZMQ_PUBLISHER, str(duration_s), endpoint])
+    lat, recv = [], []
+    try:
+        end = time.monotonic() + duration_s + 10.0
+        while time.monotonic() < end:
+            if sub.poll(100):
+                cam, stamp, data = sub.recv_multipart()
+                np.frombuffer(data, np.uint8).reshape(128, 128, 3).copy()
+                lat.append((time.time_ns() - int(stamp)) / 1e6)
+                if cam == b"wrist":
+                    recv.append(time.monotonic())
+            elif proc.poll() is not None:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close(linger=0)
+        ctx.term()
+    steady = [t for t in recv if t >= recv[0] + 1.0] if recv else []
+    rate = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 2 else 0.0
+    a = np.array(lat)
+    return {"zmq_image_rate_hz": rate, "zmq_image_latency_p50_ms": float(np.percentile(a, 50)) if a.size else float("nan"),
+            "zmq_image_latency_p99_ms": float(np.percentile(a, 99)) if a.size else float("nan")}
+
+
 def bench_loop(duration_s: float, env: dict[str, str]) -> dict[str, float]:
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
@@ -164,14 +222,15 @@ def bench_loop(duration_s: float, env: dict[str, str]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="short runs (about 40 s in all)")
+    ap.add_argument("--quick", action="store_true", help="short runs (about 55 s in all)")
     ap.add_argument("--json", help="write the metrics as a flat JSON object here")
     args = ap.parse_args(argv)
-    duration = 10.0 if args.quick else 30.0
+    duration = 8.0 if args.quick else 30.0
     env = _env()
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
     results: dict[str, float] = {}
     results.update(bench_images(duration, env))
+    results.update(bench_zmq_images(duration))
     results.update(bench_loop(duration, env))
     print(f"{'metric':<28} {'value':>10}")
     for k, v in results.items():
