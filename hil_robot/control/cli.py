@@ -10,7 +10,10 @@ Options: ``episodes``, ``store`` (episode store dir; default ``<run_dir>/control
 webxr | none; default ``teleop.device``), ``endpoint`` (remote policy; implied by
 ``policy.name=remote``), ``seed``, ``max_steps``, ``realtime`` (false: a simulated clock, the loop
 runs as fast as the sim), ``keys`` (e-stop keys on the terminal), ``subscribe_weights`` (local
-policy follows the learner's weight bus, swapping at chunk boundaries), ``summary_json``.
+policy follows the learner's weight bus, swapping at chunk boundaries), ``summary_json``,
+``operator_endpoint`` (the operator runs in another process: ``hil-robot operator``),
+``transitions`` (stream records to a remote recorder, ``hil-robot receive-transitions``, instead of
+writing a local store).
 
 Safety keys (terminal, then Enter): ``control.estop_key`` (x) latches the e-stop,
 ``control.reset_key`` (r) clears it, ``q`` ends after the current episode. With ``operator=keyboard``
@@ -49,6 +52,8 @@ OPTIONS: dict[str, Any] = {
     "subscribe_weights": False,
     "serve_screen": False,
     "summary_json": "",
+    "operator_endpoint": "",
+    "transitions": "",
 }
 
 
@@ -157,10 +162,27 @@ def controller(argv: list[str]) -> int:
 
         subscriber = WeightSubscriber(tcp_endpoint(cfg.transport.host, cfg.transport.weights_port), policy)
         hook = subscriber.apply_pending  # staged weights go in between chunks only
-    operator = build_operator(cfg, op_name, seed, clock, opts["serve_screen"])
+    if opts["operator_endpoint"]:  # the operator runs in its own process (`hil-robot operator`)
+        from hil_robot.transport.operator_link import RemoteOperator
+
+        operator = RemoteOperator(opts["operator_endpoint"], timeout_s=cfg.transport.request_timeout_s)
+        operator.wait_ready(timeout_s=30.0)
+    else:
+        try:
+            operator = build_operator(cfg, op_name, seed, clock, opts["serve_screen"])
+        except Exception as e:
+            if type(e).__name__ != "DeviceUnavailableError":
+                raise
+            print(f"hil-robot controller: operator={op_name}: {e}", file=sys.stderr)
+            return 2
     recorder = None
     store_path = opts["store"] or str(Path(cfg.experiment.run_dir) / "controller_store")
-    if store_path != "none":
+    if opts["transitions"]:  # records stream to a remote recorder (`hil-robot receive-transitions`)
+        from hil_robot.transport.transitions import TransitionSender
+
+        recorder = TransitionSender(opts["transitions"])
+        store_path = "none"
+    elif store_path != "none":
         from hil_robot.data import EpisodeStore, Recorder
 
         recorder = Recorder(EpisodeStore(store_path), cfg.learner.pre_intervention_k, robot=cfg.robot.name, operator=op_name)
