@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     observations, frames_from = sim_observations(120 if args.quick else 300)
     tmp = Path(tempfile.mkdtemp(prefix="bench_store_"))
     try:
-        codecs = ("zstd", "jpeg") if args.quick else ("zstd", "jpeg", "png", "raw")
+        codecs = ("zstd", "lz4") if args.quick else ("zstd", "lz4", "jpeg", "png", "raw")
         per_codec = {}
         for codec in codecs:
             runs = []

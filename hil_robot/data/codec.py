@@ -6,6 +6,7 @@ readers can decode any single step without touching its neighbours).
   to decode, and bit-exact (the learner trains on exactly what the policy saw).
 * ``jpeg``: 4:4:4 chroma, quality 95 -> ~4 kB per frame, lossy. Use it for real cameras: sensor
   noise defeats lossless coders (~33 kB per noisy 128x128 frame with zstd).
+* ``lz4``: lossless, ~1.7x larger than zstd (~7.4 kB per frame), cheaper to encode and decode.
 * ``png``: lossless, ~5x slower to encode than zstd and not smaller.
 * ``raw``: no compression (debugging, or when disk is free and CPU is not).
 
@@ -20,8 +21,9 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-CODECS = ("jpeg", "png", "zstd", "raw")
+CODECS = ("zstd", "lz4", "jpeg", "png", "raw")
 _ZSTD = pa.Codec("zstd", compression_level=1)
+_LZ4 = pa.Codec("lz4")
 
 
 def encode_frame(img: np.ndarray, codec: str, quality: int = 95) -> bytes:
@@ -31,8 +33,8 @@ def encode_frame(img: np.ndarray, codec: str, quality: int = 95) -> bytes:
         ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], params)
     elif codec == "png":
         ok, buf = cv2.imencode(".png", img[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    elif codec == "zstd":
-        return _ZSTD.compress(np.ascontiguousarray(img).tobytes(), asbytes=True)
+    elif codec in ("zstd", "lz4"):
+        return (_ZSTD if codec == "zstd" else _LZ4).compress(np.ascontiguousarray(img).tobytes(), asbytes=True)
     elif codec == "raw":
         return np.ascontiguousarray(img).tobytes()
     else:
@@ -49,9 +51,9 @@ def decode_frame(blob: bytes, codec: str, shape: tuple[int, int, int], out: np.n
         if img is None or img.shape != tuple(shape):
             raise ValueError(f"{codec} frame does not decode to {tuple(shape)}")
         img = img[:, :, ::-1]
-    elif codec == "zstd":
+    elif codec in ("zstd", "lz4"):
         n = int(np.prod(shape))
-        img = np.frombuffer(_ZSTD.decompress(blob, n, asbytes=True), np.uint8).reshape(shape)
+        img = np.frombuffer((_ZSTD if codec == "zstd" else _LZ4).decompress(blob, n, asbytes=True), np.uint8).reshape(shape)
     elif codec == "raw":
         img = np.frombuffer(blob, np.uint8).reshape(shape)
     else:

@@ -58,6 +58,15 @@ def test_jpeg_codec_is_close(tmp_path):
     assert np.abs(ep.frames("front")[2].astype(int) - original).mean() < 3.0
 
 
+@pytest.mark.parametrize("codec", ["lz4", "png", "raw"])
+def test_other_lossless_codecs_round_trip(tmp_path, codec):
+    store = EpisodeStore(tmp_path / "s", image_codec=codec)
+    _record(store, "e", ["demo"] * 3)
+    ep = store.read_episode("e")
+    assert ep.codec == codec
+    np.testing.assert_array_equal(ep.frames("wrist")[1], synthetic.observation(1, **SMALL)["images/wrist"])
+
+
 def test_relabel_after_flush_is_applied_on_read(tmp_path):
     store = EpisodeStore(tmp_path / "s", image_codec="raw")
     w = store.open_episode("e")
