@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from hil_robot.config._build import ConfigError
 from hil_robot.config.robot import RobotConfig
 from hil_robot.control import rotations
 from hil_robot.types import ACTION_DIM, STATE_DIM, STATE_LAYOUT
@@ -94,7 +95,7 @@ class SafetyLimits:
         s = robot.safety
         period = float(period_s if period_s is not None else 1.0 / robot.control_hz)
         if period > s.watchdog_hold_s + 1e-9:
-            raise ValueError(
+            raise ConfigError(
                 f"control period {period:.3f}s is longer than robot.safety.watchdog_hold_s={s.watchdog_hold_s}: "
                 "no command could ever pass the watchdog; raise robot.control_hz or watchdog_hold_s"
             )

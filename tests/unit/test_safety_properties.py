@@ -281,3 +281,11 @@ def test_per_tick_path_equals_the_batched_core(cfg: RobotConfig, seed: int) -> N
         assert k1 == kind[i] and f1 == flags[i], (i, k1, kind[i], f1, flags[i])
         assert np.allclose(np.float32(o1), out[i], atol=2e-7), (i, o1, out[i])
     COUNTED["commands"] += n
+
+
+def test_watchdog_shorter_than_a_control_period_is_a_config_error() -> None:
+    from hil_robot.config import ConfigError
+
+    cfg = robot_cfg((0.25, -0.35, 0.0), (0.5, 0.7, 0.55), 0.03, 0.25, 0.02, 0.15, 10.0, hz=5.0)
+    with pytest.raises(ConfigError, match="watchdog_hold_s"):
+        SafetyFilter(cfg)
