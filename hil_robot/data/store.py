@@ -320,6 +320,12 @@ class EpisodeStore:
     def _recover_file(self, path: Path, f: Any) -> str:
         size = os.fstat(f.fileno()).st_size
         scan = fmt.scan_chunks(f, size)
+        if scan.finalised:  # the writer died between the final fsync and the rename: finish the rename
+            os.rename(path, self.episodes_dir / path.name)
+            fsync_dir(self.episodes_dir)
+            line = f"completed the finalisation of {path.name} (its writer died just before moving it to episodes/)"
+            log.warning("episode store %s: %s", self.root, line)
+            return line
         try:
             header = next(fmt.iter_payloads(scan, fmt.HEADER))
             steps = list(fmt.iter_payloads(scan, fmt.STEPS))

@@ -156,6 +156,17 @@ def test_unfinished_episode_is_recovered_on_next_open(tmp_path, caplog):
     assert not s2.in_progress()
 
 
+def test_finalised_but_not_renamed_episode_is_completed(tmp_path):
+    store = EpisodeStore(tmp_path / "s")
+    _record(store, "done-one", ["autonomous"] * 4)
+    store.close()
+    f = next((tmp_path / "s" / "episodes").iterdir())
+    f.rename(tmp_path / "s" / "incoming" / f.name)  # as if killed between fsync and rename
+    s2 = EpisodeStore(tmp_path / "s")
+    ep = s2.read_episode("done-one")
+    assert ep.meta.success and not ep.recovered and len(ep) == 4
+
+
 def test_empty_partial_episode_is_quarantined(tmp_path, caplog):
     store = EpisodeStore(tmp_path / "s")
     w = store.open_episode("nothing")
