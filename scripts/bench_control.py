@@ -57,11 +57,12 @@ def start_server(policy: str, port: int) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
-def bench_loop(policy: str, seconds: float, rt_priority: int) -> dict[str, float]:
+def bench_loop(policy: str, seconds: float, rt_priority: int, lead_s: float) -> dict[str, float]:
     import sim
     from hil_robot.transport.policy_client import PolicyClient
 
-    cfg = load_config([f"robot.control_hz={HZ}", "policy=vla", "sim.max_episode_steps=100", f"control.rt_priority={rt_priority}"])
+    cfg = load_config([f"robot.control_hz={HZ}", "policy=vla", "sim.max_episode_steps=100", f"control.rt_priority={rt_priority}",
+                      f"control.observe_lead_s={lead_s}"])
     port = free_port()
     server = start_server(policy, port)
     client = PolicyClient(f"tcp://127.0.0.1:{port}", timeout_s=2.0)
@@ -153,10 +154,11 @@ class StreamingDevice:
         self._quit.set()
 
 
-def bench_watchdog(cuts: int, rt_priority: int) -> dict[str, float]:
+def bench_watchdog(cuts: int, rt_priority: int, lead_s: float) -> dict[str, float]:
     import sim
 
-    cfg = load_config([f"robot.control_hz={HZ}", "sim.max_episode_steps=100000", f"control.rt_priority={rt_priority}"])
+    cfg = load_config([f"robot.control_hz={HZ}", "sim.max_episode_steps=100000", f"control.rt_priority={rt_priority}",
+                      f"control.observe_lead_s={lead_s}"])
     clock = MonotonicClock()
     robot = sim.SimRobot(cfg.sim, cfg.robot, seed=0, clock=clock.now)
     dev = StreamingDevice(clock)
@@ -201,15 +203,17 @@ def main() -> int:
     ap.add_argument("--policy", default="vla", help="vla | expert | null (served by a separate process)")
     ap.add_argument("--seconds", type=float, default=0.0, help="loop timing duration (default 60, quick 20)")
     ap.add_argument("--rt-priority", type=int, default=0, help="control.rt_priority for the loop thread (0 = normal)")
+    ap.add_argument("--observe-lead-s", type=float, default=0.0, help="control.observe_lead_s (0 = send when decided)")
     args = ap.parse_args()
     seconds = args.seconds or (20.0 if args.quick else 60.0)
     cuts = 10 if args.quick else 40
-    res = bench_loop(args.policy, seconds, args.rt_priority)
-    res.update(bench_watchdog(cuts, args.rt_priority))
+    res = bench_loop(args.policy, seconds, args.rt_priority, args.observe_lead_s)
+    res.update(bench_watchdog(cuts, args.rt_priority, args.observe_lead_s))
     goals = {"loop_jitter_p99_ms": "<= 2", "deadline_miss_frac": "< 0.01", "watchdog_reaction_ms": "<= 100"}
     width = max(map(len, res))
     print(f"controller at {HZ:.0f} Hz, SimRobot 2x128x128 cameras, policy={args.policy} in another process, "
           f"loop thread {'SCHED_FIFO ' + str(args.rt_priority) if args.rt_priority else 'normal scheduling'}, "
+          f"observe_lead_s={args.observe_lead_s}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'metric':<{width}}  {'value':>10}  goal")
     for k, v in res.items():

@@ -20,6 +20,7 @@ class ControlConfig:
     ensemble_decay: float = 0.01  # ACT weights exp(-decay * i), i = 0 for the oldest chunk
     handback_max_delta: float = 0.2  # normalised units per tick when the policy takes back over
     takeover_segment: str = "recovery"  # segment of a takeover that does not name one
+    observe_lead_s: float = 0.0  # > 0: observe + decide this early, send exactly on the slot
     deadline_frac: float = 0.5  # a tick whose command reaches the robot later than this * period after its slot is a miss
     log_every_s: float = 10.0  # counters to the log this often (and at every episode end)
     rt_priority: int = 0  # 1..99: run the loop thread SCHED_FIFO (needs CAP_SYS_NICE); 0 = normal
@@ -33,6 +34,7 @@ class ControlConfig:
         positive("control.ensemble_decay", self.ensemble_decay, allow_zero=True)
         in_range("control.handback_max_delta", self.handback_max_delta, 1e-3, 2.0)
         choice("control.takeover_segment", self.takeover_segment, ("recovery", "correction"))
+        positive("control.observe_lead_s", self.observe_lead_s, allow_zero=True)
         in_range("control.deadline_frac", self.deadline_frac, 0.01, 1.0)
         positive("control.log_every_s", self.log_every_s)
         in_range("control.rt_priority", self.rt_priority, 0, 99)

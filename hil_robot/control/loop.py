@@ -6,7 +6,9 @@ Time comes from an injectable clock (``clock.now()``, ``clock.sleep_until(t)``);
 sim robot and the operator sources take a ``clock`` for that). A tick is scheduled at
 ``t0 + k * period``; a tick that starts more than a whole period late skips the missed slots
 (counted as ``overruns``), and a tick whose command leaves later than
-``control.deadline_frac * period`` after its slot counts as a ``deadline_miss``.
+``control.deadline_frac * period`` after its slot counts as a ``deadline_miss``. With
+``control.observe_lead_s`` > 0 the tick wakes that much before its slot, observes and decides, then
+sends exactly on the slot (low command jitter, observations older by the lead).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hil_robot.config import RootConfig
+from hil_robot.config import ConfigError, RootConfig
 from hil_robot.control.arbitration import Arbiter
 from hil_robot.control.chunking import ChunkExecutor
 from hil_robot.control.clock import Clock, MonotonicClock
@@ -89,6 +91,12 @@ class Controller:
             else None
         )
         self.arbiter = Arbiter(ctl.handback_max_delta, ctl.takeover_segment, demo_mode=policy is None)
+        self.lead_s = float(ctl.observe_lead_s)
+        if self.lead_s >= self.period_s or self.period_s + self.lead_s > cfg.robot.safety.watchdog_hold_s + 1e-9:
+            raise ConfigError(
+                f"control.observe_lead_s={self.lead_s} must be < one period ({self.period_s:.3f}s) and period + lead must "
+                f"be <= robot.safety.watchdog_hold_s={cfg.robot.safety.watchdog_hold_s} (inputs age by the lead)"
+            )
         self.counters: collections.Counter[str] = collections.Counter()
         self.timings: collections.deque[TickTiming] = collections.deque(maxlen=timing_log_len)
         self.on_step: Callable[[StepRecord, SafetyDecision], None] | None = None  # e.g. a live display
@@ -127,7 +135,7 @@ class Controller:
         episode_id = f"ep-{uuid.uuid4().hex[:12]}"
         if self.recorder is not None and hasattr(self.recorder, "start_episode"):
             self.recorder.start_episode(episode_id, task=self.cfg.sim.task, instruction=self.instruction, seed=seed)
-        t0 = self.clock.now()
+        t0 = self.clock.now() + self.lead_s
         tick = 0
         step = 0
         end_reason, success = "max_steps", False
@@ -136,9 +144,9 @@ class Controller:
         try:
             while step < max_steps:
                 slot = t0 + tick * self.period_s
-                self.clock.sleep_until(slot)
+                self.clock.sleep_until(slot - self.lead_s)
                 started = self.clock.now()
-                late_slots = int((started - slot) // self.period_s)
+                late_slots = int((started - (slot - self.lead_s)) // self.period_s)
                 if late_slots >= 1:  # fell behind by whole periods: skip them, do not burst
                     self.counters["overruns"] += late_slots
                     tick += late_slots
@@ -241,6 +249,10 @@ class Controller:
             self.counters["handback_ticks"] += 1
         decision = self.safety.filter(arb.action, arb.input_time_s, slot, obs["state"], force_hold=tuple(force))
         robot_limits: tuple[str, ...] = ()
+        if self.lead_s > 0:
+            self.clock.sleep_until(slot)  # observed early; the command goes out on the slot
+            if self.safety.estopped and decision.kind != "stop":  # latched while we waited
+                decision = SafetyDecision(decision.action * np.array([0, 0, 0, 0, 0, 0, 1], np.float32), "stop", ("estop",))
         if decision.kind == "stop":
             self.robot.stop()
             executed = decision.action

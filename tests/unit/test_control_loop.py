@@ -225,3 +225,25 @@ def test_driver_error_stops_the_robot_and_keeps_the_recorded_steps() -> None:
         ctl.run_episode(max_steps=10)
     assert robot.stops == 1 and len(rec.steps) == 3
     assert rec.ended[0][1]["extra"]["end_reason"].startswith("error: RuntimeError")
+
+
+def test_observe_lead_sends_on_the_slot_with_fresh_enough_inputs() -> None:
+    ctl, robot, policy, op, rec, clock = make(const(0.5), control={"observe_lead_s": 0.0})
+    ctl.cfg.robot.control_hz = 20.0  # period 50 ms + lead 30 ms <= watchdog_hold_s 100 ms
+    from hil_robot.config import ConfigError
+
+    cfg = ctl.cfg
+    cfg.control = dataclasses.replace(cfg.control, observe_lead_s=0.03)
+    ctl = Controller(robot, policy, None, rec, cfg, clock=clock)
+    orig = robot.send_action
+    obs_times, send_times = [], []
+    robot.send_action = lambda a: (send_times.append(clock.now()), orig(a))[1]
+    ctl.on_step = lambda r, d: obs_times.append(r.obs_timestamp_s)
+    ctl.run_episode(max_steps=6)
+    slots = [t.scheduled_s for t in ctl.timings]
+    assert send_times == pytest.approx(slots, abs=1e-9)  # commands leave exactly on the slot
+    assert np.allclose(np.array(slots[1:]) - np.array(obs_times[1:]), 0.03)  # observed 30 ms before
+    assert all(r.action_executed[0] == pytest.approx(0.5) for r in rec.steps)  # not held by the watchdog
+    cfg.control = dataclasses.replace(cfg.control, observe_lead_s=0.06)
+    with pytest.raises(ConfigError, match="observe_lead_s"):
+        Controller(robot, policy, None, rec, cfg, clock=clock)
