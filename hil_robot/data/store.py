@@ -299,6 +299,14 @@ class EpisodeStore:
     def recover(self) -> list[str]:
         """Recover or quarantine files in incoming/ whose writer is gone. Returns log lines."""
         lines = []
+        for name in os.listdir(self.incoming_dir):  # leftovers of a writer killed while creating a file
+            if name.startswith(".") and name.endswith(".hep.tmp"):
+                with open(self.incoming_dir / name, "rb") as f:
+                    try:
+                        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue
+                    (self.incoming_dir / name).unlink(missing_ok=True)
         for name in self.in_progress():
             path = self.incoming_dir / name
             try:

@@ -64,11 +64,14 @@ class EpisodeWriter:
         self._last_step: StepRecord | None = None
         self.closed = False
         self.bytes_written = 0
-        # O_EXCL: never clobber an existing file; flock marks this file as owned by a live writer
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        # created under a hidden name, locked, then renamed: a recovering process only ever sees
+        # incoming/*.hep files whose flock is already held by this (live) writer
+        tmp = path.with_name("." + path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # O_EXCL: never clobber
         self._file = os.fdopen(fd, "wb", buffering=0)
         fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._write(fmt.FILE_MAGIC + fmt.encode_chunk(fmt.HEADER, header))
+        os.rename(tmp, path)
 
     # ------------------------------------------------------------------ appending
 
