@@ -67,9 +67,10 @@ def learner(argv: list[str]) -> int:
     try:
         summary = main(cfg, stores, opts["run_dir"] or None, endpoint=endpoint, resume=opts["resume"],
                        stop=_stop_on_signals(), wait_for_data_s=opts["wait_s"])
+        is_main = dist.is_main()
     finally:
         dist.cleanup()
-    if dist.is_main():
+    if is_main:
         print(json.dumps({k: v for k, v in summary.items() if k != "last_metrics"}))
     return 0
 
@@ -97,9 +98,10 @@ def train_bc(argv: list[str]) -> int:
     try:
         summary = main(cfg, stores, run_dir, endpoint=None, resume=opts["resume"], stop=_stop_on_signals(),
                        wait_for_data_s=opts["wait_s"])
+        is_main = dist.is_main()
     finally:
         dist.cleanup()
-    if not dist.is_main():
+    if not is_main:
         return 0
     last = ckpt.latest(run_dir)
     if last is None or not (last / "policy").is_dir():
