@@ -54,7 +54,7 @@ MOVER_JS = """
 
 FLOOR_JS = """
 (async () => {
-  const ws = new WebSocket(`wss://${location.host}/ws/xr`);
+  const ws = new WebSocket(`wss://${location.host}/ws/xr${location.search}`);
   await new Promise((res) => { ws.onopen = res; });
   for (let k = 0; k < %d; k++) {
     await new Promise((res) => setTimeout(res, %f));

@@ -51,7 +51,7 @@ class TeleopNode:
         self.server: TeleopWebServer | None = None
         if serve:
             self.server = TeleopWebServer(
-                cfg.http_host, cfg.http_port, cert_dir=cfg.cert_dir, frame_hz=cfg.screen_fps,
+                cfg.http_host, cfg.http_port, cert_dir=cfg.cert_dir, frame_hz=cfg.screen_fps, token=cfg.http_token,
                 status_provider=self._status, event_sink=self._on_screen,
             )
         self.device = device if device is not None else make_device(cfg, self.server)

@@ -58,6 +58,7 @@ class TeleopConfig:
     # --- web (WebXR page + operator screen)
     http_host: str = "127.0.0.1"  # 0.0.0.0 to let a headset on the LAN connect
     cert_dir: str = "~/.cache/hil_robot/teleop_cert"  # self-signed certificate made on first run
+    http_token: str = ""  # websocket session token; "" = a random one per run (in the printed URLs)
     screen_fps: float = 10.0  # camera frames pushed to the operator screen
 
     def __post_init__(self) -> None:

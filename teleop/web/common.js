@@ -5,7 +5,7 @@ HIL.connect = function (path, { onStatus, onFrame, onOpen, onClose }) {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   let ws = null;
   const open = () => {
-    ws = new WebSocket(`${proto}//${location.host}${path}`);
+    ws = new WebSocket(`${proto}//${location.host}${path}${location.search}`);  // carries ?token=
     ws.binaryType = "arraybuffer";
     ws.onopen = () => onOpen && onOpen(ws);
     ws.onclose = () => { onClose && onClose(); setTimeout(open, 500); };

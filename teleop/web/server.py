@@ -9,16 +9,21 @@
                          screen -> node: {"event": "success"|...} and {"text": "..."}
 
 Binary camera frame: 1 byte name length, the camera name (UTF-8), then a JPEG.
-Default bind 127.0.0.1; set host 0.0.0.0 to let a headset on the LAN connect.
+Default bind 127.0.0.1; set host 0.0.0.0 to let a headset on the LAN connect. Both websocket
+endpoints require the session token (``?token=...``; random per run unless configured), which the
+printed URLs carry and the pages pass on, so another machine on the LAN cannot drive the robot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import mimetypes
+import secrets
 import threading
+import urllib.parse
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -73,10 +78,12 @@ class TeleopWebServer:
         event_sink: Callable[[str, str], None] | None = None,
         frame_hz: float = 10.0,
         status_hz: float = 10.0,
+        token: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host, self.port = host, port
         self.cert_dir = cert_dir
+        self.token = token or secrets.token_urlsafe(12)
         self.status_provider = status_provider or (lambda: {})
         self.event_sink = event_sink
         self.frame_period_s = 1.0 / frame_hz
@@ -102,8 +109,9 @@ class TeleopWebServer:
         return "https" if self.cert_dir else "http"
 
     def url(self, path: str = "/") -> str:
+        """Full URL of ``path`` on this server, with the session token."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"{self.scheme}://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}?token={self.token}"
 
     def start(self, timeout_s: float = 10.0) -> "TeleopWebServer":
         if self._thread is not None:
@@ -162,8 +170,12 @@ class TeleopWebServer:
 
     # ------------------------------------------------------------------ HTTP
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
+        path, _, query = request.path.partition("?")
         if path.startswith("/ws/"):
+            given = urllib.parse.parse_qs(query).get("token", [""])[0]
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                log.warning("websocket %s refused: missing or wrong session token", path)
+                return connection.respond(403, "wrong or missing session token: open the URL the teleop node printed\n")
             return None  # websocket handshake
         if path == "/favicon.ico":
             return Response(204, "No Content", Headers([("Content-Length", "0")]), b"")

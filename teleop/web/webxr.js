@@ -15,7 +15,7 @@
   };
   // the WSS link lives in a worker: pose messages leave at once even while this thread renders
   let linkOpen = false;
-  const link = new Worker("/static/xr_link.js");
+  const link = new Worker(`/static/xr_link.js${location.search}`);
   link.onmessage = (ev) => {
     const m = ev.data;
     if (m.kind === "open") { linkOpen = true; $("conn").textContent = "connected"; $("conn").className = "pill ok"; }

@@ -5,7 +5,7 @@
 let ws = null;
 function open() {
   const proto = self.location.protocol === "https:" ? "wss:" : "ws:";
-  ws = new WebSocket(`${proto}//${self.location.host}/ws/xr`);
+  ws = new WebSocket(`${proto}//${self.location.host}/ws/xr${self.location.search}`);  // carries ?token=
   ws.binaryType = "arraybuffer";
   ws.onopen = () => postMessage({ kind: "open" });
   ws.onclose = () => { postMessage({ kind: "close" }); setTimeout(open, 500); };

@@ -95,6 +95,16 @@ def test_xr_endpoint_feeds_the_device_and_survives_bad_input(server):
     dev.close()
 
 
+def test_websockets_need_the_session_token(server):
+    from websockets.exceptions import InvalidStatus
+
+    url = server.url("/ws/screen").replace("https", "wss")
+    for bad in (url.split("?")[0], url.split("?")[0] + "?token=guess"):
+        with pytest.raises(InvalidStatus, match="403"):
+            asyncio.run(_ws_exchange(bad, [{"event": "estop"}]))
+    assert server.events == []  # nothing reached the operator
+
+
 def test_screen_endpoint_events_and_frames(server):
     server.push_frame("front", b"\xff\xd8jpegbytes")
     url = server.url("/ws/screen").replace("https", "wss")
