@@ -124,8 +124,8 @@ DEFAULTS_XML = """
   <default class="arm"><joint armature="0.1" damping="1"/></default>
   <default class="finger"><joint armature="0.01" damping="2"/></default>
   <default class="link"><geom contype="0" conaffinity="0" rgba="0.92 0.92 0.95 1"/></default>
-  <default class="pad"><geom contype="1" conaffinity="0" condim="4"/></default>
-  <default class="object"><geom contype="1" conaffinity="1" condim="4" friction="1 0.01 0.001"/></default>
+  <default class="pad"><geom contype="1" conaffinity="0" condim="3"/></default>
+  <default class="object"><geom contype="1" conaffinity="1" condim="3" friction="1 0.01 0.001"/></default>
 </default>
 """
 

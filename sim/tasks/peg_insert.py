@@ -41,7 +41,7 @@ class PegInsert(Task):
         return f"""
     <body name="peg" pos="0.5 0 {PEG_HALF_LEN_M}">
       <freejoint name="peg_joint"/>
-      <geom name="peg_geom" type="capsule" size="{r} {hl}" class="object" mass="0.03" rgba="0.9 0.6 0.1 1"/>
+      <geom name="peg_geom" type="capsule" size="{r} {hl}" class="object" condim="4" mass="0.03" rgba="0.9 0.6 0.1 1"/>
     </body>
     <body name="hole" mocap="true" pos="0.6 0 0">
       {' '.join(walls)}
