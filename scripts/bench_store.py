@@ -99,7 +99,7 @@ def bench_replay(root: Path, steps: int, seconds: float) -> dict[str, float]:
     load = time.perf_counter() - t0
     out = {"load_steps_per_s": replay.num_steps / load}
     for name, fn in (("h1", lambda: replay.sample(256)), ("h10", lambda: replay.sample(256, horizon=10)),
-                     ("rlpd", lambda: replay.sample_rlpd(256))):
+                     ("rlpd", lambda: replay.sample_rlpd(256)), ("bc", lambda: replay.sample(256, horizon=10, next_obs=False))):
         rates, cpu_ms = [], []
         for _ in range(3):
             n, t0, c0 = 0, time.perf_counter(), time.process_time()
@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         "replay_batches_per_s_h10": round(replay["h10"], 2),
         "replay_rlpd_batches_per_s": round(replay["rlpd"], 2),
         "replay_cpu_ms_per_batch": round(replay["h1_cpu_ms"], 2),
+        "replay_bc_batches_per_s": round(replay["bc"], 2),
+        "replay_bc_cpu_ms_per_batch": round(replay["bc_cpu_ms"], 2),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "anchor_lerobot_hilserl_bytes_per_transition": LEROBOT_HILSERL_BYTES_PER_TRANSITION,
     }
@@ -163,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"LeRobot HIL-SERL anchor: {LEROBOT_HILSERL_BYTES_PER_TRANSITION / 1e3:.1f} kB per transition")
     print(f"replay (zstd store): load {replay['load_steps_per_s']:.0f} steps/s; batch 256: {replay['h1']:.1f} batches/s (T=1), "
           f"{replay['h10']:.1f} (T=10), RLPD 50/50 {replay['rlpd']:.1f}; {replay['h1_cpu_ms']:.1f} ms CPU per batch "
-          f"(= {1e3 / max(replay['h1_cpu_ms'], 1e-9):.0f} batches/s of one core)")
+          f"(= {1e3 / max(replay['h1_cpu_ms'], 1e-9):.0f} batches/s of one core); BC batches without next_obs (T=10): "
+          f"{replay['bc']:.1f}/s, {replay['bc_cpu_ms']:.1f} ms CPU each")
     print(f"machine load average (1 min): {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores — rates scale with the CPU share we got;"
           f" writer capacity on one core = {1e6 / main_codec['cpu_us_per_step']:.0f} steps/s")
     targets = [("store_write_steps_per_s", 2000, ">="), ("replay_batches_per_s", 30, ">="), ("store_bytes_per_step", 50e3, "<=")]

@@ -266,9 +266,11 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ sampling
 
-    def sample(self, batch_size: int, horizon: int = 1, view: str = "bc", rng: np.random.Generator | None = None) -> dict[str, Any]:
+    def sample(self, batch_size: int, horizon: int = 1, view: str = "bc", rng: np.random.Generator | None = None,
+               next_obs: bool = True) -> dict[str, Any]:
         """A batch of transitions, uniform over the view; ``weight`` carries the Sirius class weight
-        in the ``bc`` view and 1 elsewhere. Shapes: see hil_robot.data (batch contract)."""
+        in the ``bc`` view and 1 elsewhere. Shapes: docs/data.md. ``next_obs=False`` leaves out the
+        ``next_obs/*`` keys (behaviour cloning needs none; it halves the image copying)."""
         if view not in VIEWS:
             raise ValueError(f"unknown replay view {view!r}; choose one of {', '.join(VIEWS)}")
         candidates = self._build_views()[view]
@@ -280,7 +282,7 @@ class ReplayBuffer:
             weight = self.class_weights("bc")[memory.SEGMENT_TO_CLASS[self._segment[rows]]]
         else:
             weight = np.ones(batch_size, np.float32)
-        return self.gather(rows, horizon, weight)
+        return self.gather(rows, horizon, weight, next_obs)
 
     def sample_rlpd(self, batch_size: int, horizon: int = 1, rng: np.random.Generator | None = None) -> dict[str, Any]:
         """RLPD batch: half from ``offline`` (demo + intervention), half from ``online``; if one view
@@ -300,7 +302,7 @@ class ReplayBuffer:
         batch["is_offline"] = (np.arange(batch_size) < n_off).astype(np.float32)
         return batch
 
-    def gather(self, rows: np.ndarray, horizon: int, weight: np.ndarray) -> dict[str, Any]:
+    def gather(self, rows: np.ndarray, horizon: int, weight: np.ndarray, next_obs: bool = True) -> dict[str, Any]:
         """Assemble the batch dict for transition rows int64 [B]."""
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -308,10 +310,12 @@ class ReplayBuffer:
         b: dict[str, Any] = {}
         for cam, arr in self._images.items():
             b[f"obs/images/{cam}"] = arr[rows]
-            b[f"next_obs/images/{cam}"] = arr[nxt]
+            if next_obs:
+                b[f"next_obs/images/{cam}"] = arr[nxt]
         for key, arr in self._obs.items():
             b[f"obs/{key}"] = arr[rows]
-            b[f"next_obs/{key}"] = arr[nxt]
+            if next_obs:
+                b[f"next_obs/{key}"] = arr[nxt]
         b["action"] = self._action[rows]
         b["action_policy"] = self._action_policy[rows]
         actions = np.empty((len(rows), horizon, ACTION_DIM), np.float32)

@@ -83,8 +83,9 @@ class StoreReplay:
                     loaded += 1
         return loaded
 
-    def sample(self, batch_size: int, horizon: int = 1, view: str = "bc", rng: np.random.Generator | None = None) -> dict[str, Any]:
-        return self.buffer.sample(batch_size, horizon, view, rng)
+    def sample(self, batch_size: int, horizon: int = 1, view: str = "bc", rng: np.random.Generator | None = None,
+               next_obs: bool = True) -> dict[str, Any]:
+        return self.buffer.sample(batch_size, horizon, view, rng, next_obs)
 
     def sample_rlpd(self, batch_size: int, horizon: int = 1, rng: np.random.Generator | None = None) -> dict[str, Any]:
         return self.buffer.sample_rlpd(batch_size, horizon, rng)

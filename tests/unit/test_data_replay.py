@@ -75,6 +75,8 @@ def test_batch_contract_shapes_and_dtypes(tmp_path):
         assert b[key].shape == (16,) and b[key].dtype == np.float32, key
     assert b["actions"].shape == (16, 3, 7) and b["action_is_pad"].dtype == bool
     assert all(SEGMENT_ORDER[s] in (Segment.AUTONOMOUS, Segment.RECOVERY, Segment.CORRECTION) for s in b["segment"])
+    lean = StoreReplay([store], capacity_steps=50, seed=0).sample(16, next_obs=False)
+    assert not any(k.startswith("next_obs/") for k in lean) and set(b) - set(lean) == {k for k in b if k.startswith("next_obs/")}
 
 
 def test_class_shares_follow_the_config():
