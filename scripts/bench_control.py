@@ -9,6 +9,8 @@
    * ``command_jitter_p99_ms``: the same for the instants the commands reach the robot.
    * ``deadline_miss_frac``: ticks whose command reached the robot more than ``control.deadline_frac``
      of a period (0.5 -> 25 ms) after its slot, plus skipped slots, over all slots.
+   Anchor in the same run: a plain ``time.sleep(period - elapsed)`` loop calling the same remote
+   policy synchronously when its chunk runs out (``anchor_*`` keys).
 2. Watchdog: an operator device streams takeover commands at 100 Hz from its own thread (like a
    SpaceMouse driver); the stream is cut at random instants. ``watchdog_reaction_ms`` is the median,
    over cuts, of (time the first hold command reached the robot - timestamp of the last command);
@@ -79,6 +81,7 @@ def bench_loop(policy: str, seconds: float, rt_priority: int, lead_s: float) -> 
                 steps = max(10, min(100, int((t_end - time.monotonic()) * HZ)))
                 ctl.run_episode(max_steps=steps, seed=ep)
                 ep += 1
+            anchor = anchor_loop(robot, client, min(seconds / 2, 20.0))
         ctl.close()
         timings = list(ctl.timings)
         sched = np.array([t.scheduled_s for t in timings])
@@ -100,6 +103,7 @@ def bench_loop(policy: str, seconds: float, rt_priority: int, lead_s: float) -> 
             "loop_ticks": float(len(timings)),
             "policy_requests": float(ctl.executor.counters["requests"]),
             "policy_errors": float(ctl.executor.counters["errors"]),
+            **anchor,
         }
     finally:
         client.close()
@@ -109,6 +113,36 @@ def bench_loop(policy: str, seconds: float, rt_priority: int, lead_s: float) -> 
                 server.wait(10)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+def anchor_loop(robot, client, seconds: float, n_action_steps: int = 5) -> dict[str, float]:
+    """The anchor: the usual hand-written loop (``time.sleep(period - elapsed)``, the policy called
+    synchronously whenever the chunk runs out), same robot, same remote policy."""
+    period = 1.0 / HZ
+    wake, sent = [], []
+    chunk, i = None, 0
+    robot.reset(seed=0)
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        t = time.monotonic()
+        wake.append(t)
+        obs = robot.observe()
+        if chunk is None or i >= n_action_steps:
+            try:
+                chunk, i = client.infer(obs)["actions"], 0
+            except Exception:  # a timed-out request: the anchor holds, like the controller
+                chunk, i = np.zeros((n_action_steps, 7), np.float32), 0
+        robot.send_action(np.clip(chunk[i], -1, 1))
+        i += 1
+        sent.append(time.monotonic())
+        time.sleep(max(0.0, period - (time.monotonic() - t)))
+    wake_j = np.abs(np.diff(wake) - period) * 1e3
+    late = np.array(sent) - np.array(wake)  # the anchor has no schedule: its slot is its wake-up
+    return {
+        "anchor_loop_jitter_p99_ms": float(np.percentile(wake_j, 99)),
+        "anchor_command_jitter_p99_ms": float(np.percentile(np.abs(np.diff(sent) - period) * 1e3, 99)),
+        "anchor_deadline_miss_frac": float(np.mean(late > 0.5 * period)),
+    }
 
 
 class StreamingDevice:
