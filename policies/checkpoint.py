@@ -161,3 +161,26 @@ def _check_norm_stats(doc: Mapping[str, Any], model: Any, directory: Any) -> Non
         tensor = getattr(model.norm, name).numpy()
         if name not in stats or not np.allclose(np.asarray(stats[name], np.float32), tensor, rtol=1e-5, atol=1e-6):
             raise CheckpointError(f"{directory}: norm_stats.{name} in {CONFIG_FILE} disagrees with the weights file")
+
+
+# ----------------------------------------------------------------------------- progress critic
+
+
+def save_critic(directory: str | Path, model: Any, step: int = 0, extra: Mapping[str, Any] | None = None) -> Path:
+    """Save a ``policies.critic.ProgressCritic`` (weights incl. state stats, network config)."""
+    meta = {"step": int(step), "params": sum(p.numel() for p in model.parameters()), "extra": dict(extra or {})}
+    return write_checkpoint(directory, "critic", model.cfg.to_dict(), model.state_dict(), meta)
+
+
+def load_critic(directory: str | Path) -> Any:
+    """-> ProgressCritic in eval mode (validated like a VLA checkpoint)."""
+    from policies.critic import CriticNetConfig, ProgressCritic
+
+    doc, tensors = read_checkpoint(directory, kind="critic")
+    try:
+        cfg = CriticNetConfig.from_dict(doc["model_config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{directory}/{CONFIG_FILE}: bad model_config ({e})") from None
+    model = ProgressCritic(cfg)
+    model.load_state_dict(check_tensors(tensors, model, f"critic checkpoint {directory}"), strict=True)
+    return model.eval()

@@ -158,7 +158,7 @@ def critic_loss(model: ProgressCritic, sampler: PairSampler, pairs: Mapping[str,
     pos = done_t.mean().clamp(0.05, 0.95)
     done_loss = F.binary_cross_entropy_with_logits(done_logit, done_t, pos_weight=(1 - pos) / pos)
     loss = delta_loss + settings.done_loss_weight * done_loss
-    return loss, {"critic/delta_mse": float(delta_loss), "critic/done_bce": float(done_loss)}
+    return loss, {"critic/delta_mse": float(delta_loss.detach()), "critic/done_bce": float(done_loss.detach())}
 
 
 def train_critic(episodes: Sequence[CriticEpisode], settings: CriticTrainSettings | None = None,
