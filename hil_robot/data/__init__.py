@@ -12,7 +12,8 @@ from hil_robot.data.episode import Episode
 from hil_robot.data.format import EpisodeCorruptError, StoreError
 from hil_robot.data.recorder import Recorder
 from hil_robot.data.replay import ReplayBuffer
-from hil_robot.data.store import EpisodeStore, read_episode_file
+from hil_robot.data.episode import read_episode_file
+from hil_robot.data.store import EpisodeStore
 from hil_robot.data.store_replay import StoreReplay
 
 __all__ = [

@@ -15,11 +15,15 @@ Images stay encoded (one blob per frame) in ``images[camera]`` until ``frames(ca
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hil_robot.data import codec as codecs
+from hil_robot.data import format as fmt
+from hil_robot.data.format import EpisodeCorruptError
 from hil_robot.types import IMAGE_PREFIX, SEGMENT_INDEX, SEGMENT_ORDER, EpisodeMeta, Segment, Source, StepRecord
 
 SOURCES = (Source.POLICY, Source.HUMAN)
@@ -193,3 +197,35 @@ def segment_summary(segments: np.ndarray) -> tuple[dict[str, int], int]:
     inter = np.isin(segments, [SEGMENT_INDEX[Segment.RECOVERY], SEGMENT_INDEX[Segment.CORRECTION]])
     starts = int(inter[0]) + int(np.sum(inter[1:] & ~inter[:-1])) if len(inter) else 0
     return {k: v for k, v in counts.items() if v}, starts
+
+
+def read_episode_file(path: Path) -> Episode:
+    """Read and check a finalised episode file (every chunk's CRC)."""
+    name = path.name
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            scan = fmt.scan_chunks(f, size)
+    except OSError as e:
+        raise EpisodeCorruptError(f"episode {name}: cannot read ({e})") from None
+    if not scan.finalised:
+        raise EpisodeCorruptError(f"episode {name} is corrupt: {scan.problem or 'no trailer'}; move it to quarantine/")
+    try:
+        header = next(fmt.iter_payloads(scan, fmt.HEADER))
+        meta = EpisodeMeta.from_dict(next(fmt.iter_payloads(scan, fmt.META)))
+        columns, images, shapes = assemble(
+            header, list(fmt.iter_payloads(scan, fmt.STEPS)), list(fmt.iter_payloads(scan, fmt.RELABEL))
+        )
+        final = next(fmt.iter_payloads(scan, fmt.FINAL_OBS), None)
+        final_obs = None
+        if final is not None:
+            final_obs = {k: (v[0] if isinstance(v, (list, np.ndarray)) else v) for k, v in final.items() if k != "obs_kinds"}
+    except Exception as e:  # noqa: BLE001
+        raise EpisodeCorruptError(f"episode {name} is corrupt: {e}") from None
+    if len(columns.get("step", ())) != meta.num_steps:
+        raise EpisodeCorruptError(f"episode {name}: metadata says {meta.num_steps} steps, file has {len(columns.get('step', ()))}")
+    return Episode(
+        meta=meta, index=int(header.get("index", -1)), header=header, columns=columns, images=images,
+        image_shapes=shapes, codec=str(header.get("image_codec", "zstd")), final_obs=final_obs,
+        recovered=bool(meta.extra.get("recovered", False)),
+    )

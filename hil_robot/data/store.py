@@ -27,7 +27,7 @@ import numpy as np
 
 from hil_robot.data import codec as codecs
 from hil_robot.data import format as fmt
-from hil_robot.data.episode import Episode, assemble, segment_summary
+from hil_robot.data.episode import Episode, assemble, read_episode_file, segment_summary
 from hil_robot.data.format import EpisodeCorruptError, StoreError
 from hil_robot.data.writer import EpisodeWriter, fsync_dir
 from hil_robot.types import EpisodeMeta
@@ -378,35 +378,3 @@ class EpisodeStore:
         )
         log.warning("episode store %s: %s", self.root, line)
         return line
-
-
-def read_episode_file(path: Path) -> Episode:
-    """Read and check a finalised episode file (every chunk's CRC)."""
-    name = path.name
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            scan = fmt.scan_chunks(f, size)
-    except OSError as e:
-        raise EpisodeCorruptError(f"episode {name}: cannot read ({e})") from None
-    if not scan.finalised:
-        raise EpisodeCorruptError(f"episode {name} is corrupt: {scan.problem or 'no trailer'}; move it to quarantine/")
-    try:
-        header = next(fmt.iter_payloads(scan, fmt.HEADER))
-        meta = EpisodeMeta.from_dict(next(fmt.iter_payloads(scan, fmt.META)))
-        columns, images, shapes = assemble(
-            header, list(fmt.iter_payloads(scan, fmt.STEPS)), list(fmt.iter_payloads(scan, fmt.RELABEL))
-        )
-        final = next(fmt.iter_payloads(scan, fmt.FINAL_OBS), None)
-        final_obs = None
-        if final is not None:
-            final_obs = {k: (v[0] if isinstance(v, (list, np.ndarray)) else v) for k, v in final.items() if k != "obs_kinds"}
-    except Exception as e:  # noqa: BLE001
-        raise EpisodeCorruptError(f"episode {name} is corrupt: {e}") from None
-    if len(columns.get("step", ())) != meta.num_steps:
-        raise EpisodeCorruptError(f"episode {name}: metadata says {meta.num_steps} steps, file has {len(columns.get('step', ()))}")
-    return Episode(
-        meta=meta, index=int(header.get("index", -1)), header=header, columns=columns, images=images,
-        image_shapes=shapes, codec=str(header.get("image_codec", "zstd")), final_obs=final_obs,
-        recovered=bool(meta.extra.get("recovered", False)),
-    )

@@ -9,7 +9,7 @@ import pytest
 
 from hil_robot.cli import main
 from hil_robot.data import EpisodeStore, Recorder, synthetic
-from hil_robot.data.cli import collect_demos, export, inspect, render
+from hil_robot.data.cli import collect_demos, inspect, render
 
 
 def test_collect_demos_then_inspect_export_render(tmp_path, capsys):

@@ -11,7 +11,7 @@ import pytest
 
 from hil_robot.data import EpisodeCorruptError, EpisodeStore, Recorder, StoreError, synthetic
 from hil_robot.data.store import read_episode_file
-from hil_robot.types import Segment, StepRecord
+from hil_robot.types import Segment
 
 SMALL = {"hw": (24, 32)}
 
