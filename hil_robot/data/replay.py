@@ -195,6 +195,8 @@ class ReplayBuffer:
                 col = np.asarray(ep.columns["obs/" + key])
                 dtype = np.float32 if np.issubdtype(col.dtype, np.floating) else col.dtype
                 self._obs[key] = np.zeros((R, *col.shape[1:]), dtype)
+        log.info("replay pool: %d rows, up to %.2f GB once full (%s)", R, self.memory_bytes() / 1e9,
+                 ", ".join(f"{c} {a.shape[1]}x{a.shape[2]}" for c, a in self._images.items()) or "no cameras")
 
     def _matches(self, ep: Episode) -> bool:
         if sorted(ep.images) != sorted(self._images):
