@@ -247,3 +247,25 @@ def test_observe_lead_sends_on_the_slot_with_fresh_enough_inputs() -> None:
     cfg.control = dataclasses.replace(cfg.control, observe_lead_s=0.06)
     with pytest.raises(ConfigError, match="observe_lead_s"):
         Controller(robot, policy, None, rec, cfg, clock=clock)
+
+
+def test_cli_keys_latch_and_reset_the_estop_and_the_device_latch() -> None:
+    from hil_robot.control.cli import KeyListener
+
+    ctl, robot, *_ = make(const(0.1))
+
+    class Device:
+        cleared = 0
+
+        def clear_estop(self):
+            Device.cleared += 1
+
+    keys = KeyListener(ctl, Device(), "x", "r")
+    keys.handle("x")
+    assert ctl.safety.estopped
+    keys.handle("x")  # still latched, no toggle
+    assert ctl.safety.estopped
+    keys.handle("r")
+    assert not ctl.safety.estopped and Device.cleared == 1
+    keys.handle("q")
+    assert keys.quit.is_set() and ctl._stop_requested
