@@ -62,6 +62,7 @@ class EpisodeWriter:
         self._policy_versions: set[int] = set()
         self._final_obs: dict[str, Any] | None = None
         self._last_step: StepRecord | None = None
+        self._obs_layout: dict[str, Any] | None = None  # key -> shape (or str) fixed by the first step
         self.closed = False
         self.bytes_written = 0
         # created under a hidden name, locked, then renamed: a recovering process only ever sees
@@ -87,6 +88,7 @@ class EpisodeWriter:
                 )
             if step.step != expected:
                 raise ContractError(f"episode {self.episode_id!r}: expected step {expected}, got {step.step} (steps must be consecutive from 0)")
+            self._check_observation(step)
             if not self._pending:
                 self._oldest_pending_s = time.monotonic()
             self._pending.append(step)
@@ -98,6 +100,25 @@ class EpisodeWriter:
             # this thread; this is the backstop that keeps the loss bound if that thread starves
             if self._due(self.store.flush_interval_s):
                 self._flush_locked()
+
+    def _check_observation(self, step: StepRecord) -> None:
+        """Refuse (at add time, losing nothing) observations the flush could not encode."""
+        layout = {}
+        for key, value in step.observation.items():
+            if isinstance(value, str):
+                layout[key] = str
+                continue
+            arr = np.asarray(value)
+            if arr.dtype.hasobject or arr.dtype.kind not in "biuf":
+                raise ContractError(f"observation {key!r} of step {step.step} is {type(value).__name__} {arr.dtype}; "
+                                    "store numbers, numeric arrays or strings only")
+            layout[key] = (arr.shape, arr.dtype.kind)
+        if self._obs_layout is None:
+            self._obs_layout = layout
+        elif layout != self._obs_layout:
+            diff = sorted(k for k in set(layout) | set(self._obs_layout) if layout.get(k) != self._obs_layout.get(k))
+            raise ContractError(f"episode {self.episode_id!r} step {step.step}: observation keys/shapes changed for {diff}; "
+                                "keep them fixed within an episode")
 
     def relabel(self, steps: Iterable[int], segment: Segment | str) -> None:
         """Change the segment of already added steps (e.g. autonomous -> pre_intervention).

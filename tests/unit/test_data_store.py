@@ -187,6 +187,13 @@ def test_bad_steps_are_refused_with_clear_errors(tmp_path):
         rec.add(synthetic.step_record("e", 3, **SMALL))
     with pytest.raises(ValueError, match="end the episode first"):
         rec.add(synthetic.step_record("other", 1, **SMALL))
+    bad = synthetic.step_record("e", 1, **SMALL)
+    bad.observation["images/front"] = bad.observation["images/front"][:8]
+    with pytest.raises(ValueError, match="changed for \\['images/front'\\]"):
+        rec.add(bad)
+    bad.observation["images/front"] = {"not": "an array"}
+    with pytest.raises(ValueError, match="numbers, numeric arrays or strings"):
+        rec.add(bad)
     rec.add(synthetic.step_record("e", 1, last=True, **SMALL))  # nothing was lost by the refusals
     assert rec.end_episode(True).num_steps == 2
     with pytest.raises(StoreError, match="already exists"):
