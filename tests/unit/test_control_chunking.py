@@ -40,7 +40,7 @@ def test_actions_are_aligned_to_their_tick_and_requested_early_off_thread() -> N
         assert pa.action[0] == pytest.approx(k / 1000.0), f"tick {k} executed the row planned for another tick"
     assert threading.current_thread().name not in pol.threads and all(t.startswith("policy-infer") for t in pol.threads)
     # one request per ~n_action_steps ticks, and only the first tick waited
-    assert 7 <= ex.counters["requests"] <= 10
+    assert 4 <= ex.counters["requests"] <= 10  # one per 5..10 ticks (a late chunk stretches the current one)
     assert ex.counters["waits"] <= 3  # the first tick, plus slack for a loaded machine
     ex.close()
 
@@ -77,14 +77,14 @@ def test_weight_hook_runs_before_each_infer_so_versions_change_only_at_chunk_bou
 
     ex = ChunkExecutor(pol, n_action_steps=4, request_lead_steps=1, max_wait_s=0.5, on_boundary=install)
     versions, news = [], []
-    for k in range(30):
+    for k in range(45):
         if k in (5, 13, 22):
             staged["version"] = pol.version + 1
         pa = ex.action_for_tick(k, {"tick": k})
         versions.append(pa.policy_version)
         news.append(pa.new_chunk)
         time.sleep(0.005)
-    changes = [k for k in range(1, 30) if versions[k] != versions[k - 1]]
+    changes = [k for k in range(1, 45) if versions[k] != versions[k - 1]]
     assert len(changes) == 3 and versions[-1] == 4
     assert all(news[k] for k in changes), "the policy version changed in the middle of a chunk"
     ex.close()
