@@ -9,6 +9,9 @@ State machine (one ``command`` call per control tick)::
         the scripted expert (plus operator noise) completes the sub-task that was stuck
     CORRECTION --(sub-task done, success, or max_correction_steps)--> WATCHING   (hand back)
 
+The hand-back waits for a sub-task the task lists in ``handback_subtasks`` (a person finishing a
+grasp does not let go of the controls halfway through closing the jaw).
+
 At most ``max_interventions_per_episode`` takeovers. Every tick emits mode and segment
 (``autonomous`` while watching), and ``mark`` = "success"/"failure" once the task status says so.
 ``log`` keeps one dict per tick (step, mode, segment, mark, trigger, subtask, progress).
@@ -42,7 +45,8 @@ class SimulatedOperator:
                  robot_cfg: RobotConfig | None = None) -> None:
         self.cfg = op_cfg or SimOperatorConfig()
         self.task = check_task(task)
-        self.subtasks = make_task(task).subtasks
+        spec = make_task(task)
+        self.subtasks, self.handback = spec.subtasks, set(spec.handback_subtasks)
         self.robot_cfg = robot_cfg or RobotConfig()
         self.expert = make_expert(task, self.robot_cfg)
         self._seed = seed
@@ -108,7 +112,7 @@ class SimulatedOperator:
                 rc = self.robot_cfg
                 action = plan_to_action(plan, robot, rc.max_delta_pos_m, rc.max_delta_rot_rad, rc.control_hz)
         if self.phase == Phase.CORRECTION:
-            done = sub_idx > self.goal_subtask or status["success"]
+            done = (sub_idx > self.goal_subtask and status["subtask"] in self.handback) or status["success"]
             if done or step - self.phase_start >= self.cfg.max_correction_steps:
                 self.phase = Phase.WATCHING  # hand back; give the policy a fresh stall window
                 self.best_progress, self.last_improve_step = progress, step

@@ -61,6 +61,8 @@ class Task:
     name: str = ""
     prompt: str = ""
     subtasks: tuple[str, ...] = ()
+    # sub-tasks an operator may hand back at (not mid-grasp or mid-insertion, where a person finishes the move)
+    handback_subtasks: tuple[str, ...] = ()
     colour_geoms: tuple[str, ...] = ()  # geoms whose colour domain randomisation changes
 
     def objects_xml(self) -> str:

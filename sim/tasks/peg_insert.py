@@ -25,6 +25,7 @@ class PegInsert(Task):
     name = "peg_insert"
     prompt = "insert the peg into the hole"
     subtasks = ("reach", "grasp", "lift", "align", "insert")
+    handback_subtasks = ("reach", "lift", "align")
     colour_geoms = ("peg_geom",)
 
     def objects_xml(self) -> str:

@@ -17,6 +17,7 @@ class PickCube(Task):
     name = "pick_cube"
     prompt = "pick up the red cube and lift it"
     subtasks = ("reach", "grasp", "lift")
+    handback_subtasks = ("reach", "lift")
     colour_geoms = ("cube_geom",)
 
     def objects_xml(self) -> str:

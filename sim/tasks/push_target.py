@@ -26,6 +26,7 @@ class PushTarget(Task):
     name = "push_target"
     prompt = "push the blue block onto the green target"
     subtasks = ("reach", "push")
+    handback_subtasks = ("reach", "push")
     colour_geoms = ("block_geom",)
 
     def objects_xml(self) -> str:

@@ -17,6 +17,7 @@ class StackCubes(Task):
     name = "stack_cubes"
     prompt = "stack the red cube on top of the yellow cube"
     subtasks = ("reach", "grasp", "lift", "place", "release")
+    handback_subtasks = ("reach", "lift", "place")
     colour_geoms = ("top_geom", "base_geom")
 
     def objects_xml(self) -> str:

@@ -126,3 +126,16 @@ def test_pre_intervention_relabel():
     assert relabel_pre_intervention(segs, 2) == (
         ["autonomous"] * 2 + ["pre_intervention"] * 2 + ["recovery", "correction"] + ["pre_intervention"] * 2 + ["recovery"]
     )
+
+
+def test_operator_rescues_a_noisy_policy():
+    robot = SimRobot(SimConfig(task="pick_cube", render=False), RobotConfig(), seed=0)
+    alone = with_op = 0
+    for seed in range(8):
+        alone += run_episode(robot, make_expert("pick_cube", noise_std=0.6, seed=seed), None, seed=seed).success
+        op = SimulatedOperator(SimOperatorConfig(), "pick_cube", seed=seed)
+        res = run_episode(robot, make_expert("pick_cube", noise_std=0.6, seed=seed), op, seed=seed)
+        with_op += res.success
+        if res.success:
+            assert op.log[-1]["mark"] == "success"
+    assert with_op >= alone + 4, f"operator should rescue the noisy expert: alone {alone}/8, with operator {with_op}/8"
