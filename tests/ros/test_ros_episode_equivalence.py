@@ -67,7 +67,9 @@ def test_episode_through_ros_matches_episode_without_ros(tmp_path):
     assert "controller: exited (exited with code 0)" in out, out[-4000:]
 
     a = EpisodeStore(base, read_only=True).read_episode(0)
-    b = EpisodeStore(via_ros, read_only=True).read_episode(0)
+    ros_store = EpisodeStore(via_ros, read_only=True)
+    assert len(ros_store) == 1, "the recorder node wrote no episode:\n" + out[-5000:]
+    b = ros_store.read_episode(0)
     assert len(a) == len(b) > 5, (len(a), len(b))
     assert a.meta.success == b.meta.success and a.meta.segment_counts == b.meta.segment_counts
     assert a.meta.instruction == b.meta.instruction and a.cameras == b.cameras

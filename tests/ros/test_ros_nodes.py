@@ -38,7 +38,7 @@ def ros(request):
             ex.add_node(node)
             return node
 
-        def spin_until(self, pred, timeout_s=5.0):
+        def spin_until(self, pred, timeout_s=10.0):
             end = time.monotonic() + timeout_s
             while time.monotonic() < end:
                 ex.spin_once(timeout_sec=0.02)

@@ -22,7 +22,10 @@ from hil_robot.types import STATE_DIM
 
 
 class ObservationAssembler:
-    def __init__(self, parts: Iterable[str], mode: str = "exact", max_skew_s: float = 0.1, keep: int = 16) -> None:
+    def __init__(self, parts: Iterable[str], mode: str = "exact", max_skew_s: float = 0.1, keep: int = 16,
+                 newest_only: bool = True) -> None:
+        """newest_only: exact mode delivers only observations newer than the last one (a controller);
+        False delivers every stamp that completes, in any order, once (a recorder wants them all)."""
         if mode not in ("exact", "latest"):
             raise ValueError(f"sync mode {mode!r}: use exact (sim) or latest (independent real drivers)")
         self.parts = frozenset(parts)
@@ -34,6 +37,8 @@ class ObservationAssembler:
         self._lock = threading.Lock()
         self.last_complete_ns = -1
         self.completed = 0
+        self.newest_only = newest_only
+        self._delivered: collections.deque[int] = collections.deque(maxlen=4 * keep)
         self.dropped = 0  # exact mode: stamps evicted before all their parts arrived
 
     def add(self, part: str, stamp_ns: int, value: Any) -> tuple[int, dict[str, Any]] | None:
@@ -52,16 +57,17 @@ class ObservationAssembler:
                 self.last_complete_ns = stamp
                 self.completed += 1
                 return stamp, {k: v for k, (_, v) in self._latest.items()}
-            if stamp_ns <= self.last_complete_ns:
+            if (stamp_ns <= self.last_complete_ns if self.newest_only else stamp_ns in self._delivered):
                 return None  # a republished or late part of an observation we already delivered
             entry = self._pending.setdefault(stamp_ns, {})
             entry[part] = value
             if len(entry) == len(self.parts):
-                for old in [s for s in self._pending if s <= stamp_ns]:
+                for old in [s for s in self._pending if (s <= stamp_ns if self.newest_only else s == stamp_ns)]:
                     if old != stamp_ns:
                         self.dropped += 1
                     del self._pending[old]
-                self.last_complete_ns = stamp_ns
+                self._delivered.append(stamp_ns)
+                self.last_complete_ns = max(self.last_complete_ns, stamp_ns)
                 self.completed += 1
                 return stamp_ns, entry
             while len(self._pending) > self.keep:

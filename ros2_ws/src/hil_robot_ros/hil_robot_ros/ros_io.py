@@ -22,14 +22,16 @@ class ObservationSubscriber:
 
     def __init__(self, node: Any, cameras: Sequence[str], on_obs: Callable[[int, dict[str, Any]], None], *,
                  sim: bool, sync: str = "exact", joint_names: Sequence[str] = convert.DEFAULT_JOINT_NAMES,
-                 callback_group: Any = None, max_skew_s: float = 0.1) -> None:
+                 callback_group: Any = None, max_skew_s: float = 0.1, newest_only: bool = True,
+                 keep: int = 16) -> None:
         self.node = node
         self.on_obs = on_obs
         self.joint_names = list(joint_names) + [convert.GRIPPER_JOINT]
         parts = ["joints", "pose", *(f"images/{c}" for c in cameras)]
         if sim:
             parts += ["task_state", "status"]
-        self.assembler = ObservationAssembler(parts, mode=sync, max_skew_s=max_skew_s)
+        self.assembler = ObservationAssembler(parts, mode=sync, max_skew_s=max_skew_s, newest_only=newest_only,
+                                              keep=keep)
         self.errors = 0
         cg = callback_group
         node.create_subscription(JointState, "joint_states", self._on_joints, SENSOR_QOS, callback_group=cg)

@@ -43,6 +43,8 @@ PARAMS = {
     "base_frame": Param("base", "frame of outgoing commands"),
     "timeout_s": Param(5.0, "longest wait for an observation / chunk before the episode fails", positive),
     "operator_max_age_s": Param(0.5, "teleop/command older than this counts as hands-off", positive),
+    "wait_for_recorder_s": Param(10.0, "before the first episode, wait this long for a controller/step subscriber "
+                                 "(0 = do not wait)", non_negative),
 }
 
 
@@ -86,7 +88,7 @@ class ControllerNode(Node):
         elif p["operator_source"] == "inproc":
             self.operator = make_operator(cfg, seed0)
 
-        step_pub = self.create_publisher(String, "controller/step", RECORD_QOS)
+        step_pub = self.step_pub = self.create_publisher(String, "controller/step", RECORD_QOS)
         self.recorder = StepPublisher(lambda d: step_pub.publish(convert.json_msg(d)), self.robot.stamps)
         self.controller = Controller(self.robot, self.policy, self.operator, self.recorder, cfg)
         self.create_subscription(Bool, "estop", self._on_estop, LATCHED_QOS, callback_group=safety_group)
@@ -124,6 +126,11 @@ class ControllerNode(Node):
         log = self.get_logger()
         try:
             self.robot.connect()
+            end = time.monotonic() + self.p["wait_for_recorder_s"]
+            while self.step_pub.get_subscription_count() == 0 and time.monotonic() < end and not self._stop.is_set():
+                self._stop.wait(0.1)  # the first episode's steps need a recorder that is already listening
+            if self.p["wait_for_recorder_s"] > 0 and self.step_pub.get_subscription_count() == 0:
+                log.warning("no recorder on controller/step: episodes are not recorded")
             i = 0
             while not self._stop.is_set() and (self.p["episodes"] == 0 or i < self.p["episodes"]):
                 if self.controller.safety.estopped:  # no new episode (and no reset motion) while latched

@@ -52,7 +52,7 @@ class RecorderNode(Node):
         self._lock = threading.Lock()
         self.counters = collections.Counter()
         self.obs_sub = ObservationSubscriber(self, cfg.sim.cameras, self._on_obs, sim=p["sim"], sync=p["sync"],
-                                             callback_group=ReentrantCallbackGroup())
+                                             callback_group=ReentrantCallbackGroup(), newest_only=False, keep=64)
         disk = MutuallyExclusiveCallbackGroup()
         self.create_subscription(String, "controller/step", self._on_event, RECORD_QOS, callback_group=disk)
         self.create_timer(0.05, self._drain, callback_group=disk)
@@ -98,6 +98,7 @@ class RecorderNode(Node):
                     try:
                         self.recorder.add(labels_to_record(labels, obs))
                         self.counters["steps"] += 1
+                        self.counters["steps_in_episode"] += 1
                     except Exception as e:  # noqa: BLE001 - a bad record must not kill the recorder
                         self.counters["steps_rejected"] += 1
                         self.get_logger().error(f"step rejected: {e}")
@@ -106,12 +107,18 @@ class RecorderNode(Node):
                     self.recorder.abort_episode()
                 header = {k: v for k, v in (ev.get("header") or {}).items() if v is not None}
                 self.recorder.start_episode(ev["episode_id"], **header)
+                self.counters["steps_in_episode"] = 0
             elif kind == "end":
-                if self.recorder.episode_open:
+                if self.recorder.episode_open and self.counters["steps_in_episode"] == 0:
+                    self.get_logger().error(f"episode {ev.get('meta', {}).get('episode_id', '')}: none of its steps "
+                                            "could be joined with an observation; discarded (moved to quarantine/)")
+                    self.recorder.abort_episode()
+                    self.counters["episodes_discarded"] += 1
+                elif self.recorder.episode_open:
                     final = self._observation(ev.get("final_obs_stamp_ns"), time.monotonic())
                     meta = dict(ev.get("meta") or {})
                     extra = dict(meta.pop("extra", None) or {})
-                    extra["ros_recorder"] = dict(self.counters)
+                    extra["ros_recorder"] = {k: v for k, v in self.counters.items() if k != "steps_in_episode"}
                     em = self.recorder.end_episode(bool(ev["success"]), final_observation=final, extra=extra, **meta)
                     self.counters["episodes"] += 1
                     self.get_logger().info(f"episode {em.episode_id}: {em.num_steps} steps, success={em.success}")
