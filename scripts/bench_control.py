@@ -59,8 +59,17 @@ def start_server(policy: str, port: int) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
-def bench_loop(policy: str, seconds: float, rt_priority: int, lead_s: float) -> dict[str, float]:
+def make_robot(kind: str, cfg, clock):
+    if kind == "kinematic":  # no physics, no cameras: isolates the controller's own timing
+        from hil_robot.control.fakes import KinematicRobot
+
+        return KinematicRobot(cfg.robot, clock=clock.now)
     import sim
+
+    return sim.SimRobot(cfg.sim, cfg.robot, seed=0, clock=clock.now)
+
+
+def bench_loop(policy: str, seconds: float, rt_priority: int, lead_s: float, robot_kind: str) -> dict[str, float]:
     from hil_robot.transport.policy_client import PolicyClient
 
     cfg = load_config([f"robot.control_hz={HZ}", "policy=vla", "sim.max_episode_steps=100", f"control.rt_priority={rt_priority}",
@@ -71,7 +80,7 @@ def bench_loop(policy: str, seconds: float, rt_priority: int, lead_s: float) -> 
     try:
         client.wait_ready(120)
         clock = MonotonicClock()
-        robot = sim.SimRobot(cfg.sim, cfg.robot, seed=0, clock=clock.now)
+        robot = make_robot(robot_kind, cfg, clock)
         ctl = Controller(robot, client, None, None, cfg, clock=clock)
         slots = 0
         t_end = time.monotonic() + seconds
@@ -120,7 +129,7 @@ def anchor_loop(robot, client, seconds: float, n_action_steps: int = 5) -> dict[
     synchronously whenever the chunk runs out), same robot, same remote policy."""
     period = 1.0 / HZ
     wake, sent = [], []
-    chunk, i = None, 0
+    chunk, i, errors = None, 0, 0
     robot.reset(seed=0)
     t_end = time.monotonic() + seconds
     while time.monotonic() < t_end:
@@ -131,7 +140,7 @@ def anchor_loop(robot, client, seconds: float, n_action_steps: int = 5) -> dict[
             try:
                 chunk, i = client.infer(obs)["actions"], 0
             except Exception:  # a timed-out request: the anchor holds, like the controller
-                chunk, i = np.zeros((n_action_steps, 7), np.float32), 0
+                chunk, i, errors = np.zeros((n_action_steps, 7), np.float32), 0, errors + 1
         robot.send_action(np.clip(chunk[i], -1, 1))
         i += 1
         sent.append(time.monotonic())
@@ -142,6 +151,7 @@ def anchor_loop(robot, client, seconds: float, n_action_steps: int = 5) -> dict[
         "anchor_loop_jitter_p99_ms": float(np.percentile(wake_j, 99)),
         "anchor_command_jitter_p99_ms": float(np.percentile(np.abs(np.diff(sent) - period) * 1e3, 99)),
         "anchor_deadline_miss_frac": float(np.mean(late > 0.5 * period)),
+        "anchor_policy_errors": float(errors),
     }
 
 
@@ -188,13 +198,11 @@ class StreamingDevice:
         self._quit.set()
 
 
-def bench_watchdog(cuts: int, rt_priority: int, lead_s: float) -> dict[str, float]:
-    import sim
-
+def bench_watchdog(cuts: int, rt_priority: int, lead_s: float, robot_kind: str) -> dict[str, float]:
     cfg = load_config([f"robot.control_hz={HZ}", "sim.max_episode_steps=100000", f"control.rt_priority={rt_priority}",
                       f"control.observe_lead_s={lead_s}"])
     clock = MonotonicClock()
-    robot = sim.SimRobot(cfg.sim, cfg.robot, seed=0, clock=clock.now)
+    robot = make_robot(robot_kind, cfg, clock)
     dev = StreamingDevice(clock)
     ctl = Controller(robot, None, dev, None, cfg, clock=clock)
     ticks: list[tuple[float, str, tuple[str, ...]]] = []
@@ -234,18 +242,22 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="<= ~60 s")
     ap.add_argument("--json", default="")
-    ap.add_argument("--policy", default="vla", help="vla | expert | null (served by a separate process)")
+    ap.add_argument("--policy", default="", help="vla | expert | null, served by a separate process (default: vla with "
+                    "--robot sim, null with --robot kinematic, whose observations have no real camera images)")
     ap.add_argument("--seconds", type=float, default=0.0, help="loop timing duration (default 60, quick 20)")
     ap.add_argument("--rt-priority", type=int, default=0, help="control.rt_priority for the loop thread (0 = normal)")
+    ap.add_argument("--robot", default="sim", choices=("sim", "kinematic"), help="sim: MuJoCo SimRobot (default)")
     ap.add_argument("--observe-lead-s", type=float, default=0.0, help="control.observe_lead_s (0 = send when decided)")
     args = ap.parse_args()
     seconds = args.seconds or (20.0 if args.quick else 60.0)
+    args.policy = args.policy or ("vla" if args.robot == "sim" else "null")
     cuts = 10 if args.quick else 40
-    res = bench_loop(args.policy, seconds, args.rt_priority, args.observe_lead_s)
-    res.update(bench_watchdog(cuts, args.rt_priority, args.observe_lead_s))
+    res = bench_loop(args.policy, seconds, args.rt_priority, args.observe_lead_s, args.robot)
+    res.update(bench_watchdog(cuts, args.rt_priority, args.observe_lead_s, args.robot))
     goals = {"loop_jitter_p99_ms": "<= 2", "deadline_miss_frac": "< 0.01", "watchdog_reaction_ms": "<= 100"}
     width = max(map(len, res))
-    print(f"controller at {HZ:.0f} Hz, SimRobot 2x128x128 cameras, policy={args.policy} in another process, "
+    robot = "SimRobot 2x128x128 cameras" if args.robot == "sim" else "kinematic robot (no physics/cameras)"
+    print(f"controller at {HZ:.0f} Hz, {robot}, policy={args.policy} in another process, "
           f"loop thread {'SCHED_FIFO ' + str(args.rt_priority) if args.rt_priority else 'normal scheduling'}, "
           f"observe_lead_s={args.observe_lead_s}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
