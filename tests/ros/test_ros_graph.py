@@ -1,8 +1,9 @@
 """The sim graph over real DDS on loopback (marker ``ros``): the pip runner starts sim_driver,
 policy server + bridge, teleop (simulated operator), controller and recorder; this test joins the
 same domain as an observer. Checks: topic rates, the loop closed through topics (policy chunks in,
-commands out, the arm moves, episodes recorded), the e-stop stopping motion within 100 ms, a
-killed node reported and restarted by the runner, and a clean Ctrl-C with no orphans."""
+commands out, the arm moves, episodes recorded), the e-stop stopping motion within 100 ms and
+staying latched in the controller until ``estop/reset``, a killed node reported and restarted by
+the runner, and a clean Ctrl-C with no orphans."""
 
 from __future__ import annotations
 
@@ -102,6 +103,7 @@ class Observer:
         self.t: dict[str, list[float]] = {"joint_states": [], "image": [], "step": [], "chunk": [], "teleop": []}
         self.poses: list[tuple[float, np.ndarray]] = []
         self.sources: list[str] = []
+        self.steps: list[tuple[float, dict]] = []
         n = self.node
         n.create_subscription(JointState, "joint_states", lambda m: self.t["joint_states"].append(time.monotonic()), SENSOR_QOS)
         n.create_subscription(Image, "camera/front/image_raw", lambda m: self.t["image"].append(time.monotonic()), SENSOR_QOS)
@@ -110,6 +112,7 @@ class Observer:
         n.create_subscription(String, "policy/chunk", lambda m: self.t["chunk"].append(time.monotonic()), COMMAND_QOS)
         n.create_subscription(String, "teleop/command", lambda m: self.t["teleop"].append(time.monotonic()), COMMAND_QOS)
         self.estop_pub = n.create_publisher(Bool, "estop", LATCHED_QOS)
+        self.estop_reset_pub = n.create_publisher(Bool, "estop/reset", COMMAND_QOS)
         self.ex = SingleThreadedExecutor(context=self.ctx)
         self.ex.add_node(n)
         self._stop = threading.Event()
@@ -131,6 +134,7 @@ class Observer:
         self.t["step"].append(time.monotonic())
         if d.get("event") == "step":
             self.sources.append(d["labels"]["source"])
+            self.steps.append((time.monotonic(), d["labels"]))
 
     def rate(self, key: str, since: float) -> float:
         ts = [t for t in self.t[key] if t >= since]
@@ -183,6 +187,21 @@ def test_sim_graph_over_dds(ros_env, tmp_path, free_port):
         assert len(after) >= 10, "ee_pose stopped flowing after the e-stop"
         drift = np.abs(after - after[0]).max()
         assert drift < 1e-3, f"the arm still moved {drift * 1e3:.2f} mm later than 100 ms after the e-stop"
+        # the controller latched it: every tick after it is a stop, flagged "estop", with zero motion
+        latched = [lab for t, lab in obs.steps if t >= t_e + 0.2]
+        assert latched and all("estop" in lab["safety_flags"] for lab in latched), latched[-1:]
+        assert all(np.allclose(np.asarray(lab["action_executed"], float)[:6], 0.0) for lab in latched)
+        # only an explicit reset clears it (the latched topic itself is set back to false first)
+        obs.estop_pub.publish(Bool(data=False))
+        t_r = time.monotonic()
+        obs.estop_reset_pub.publish(Bool(data=True))
+        end = time.monotonic() + 15.0
+        while time.monotonic() < end:
+            resumed = np.array([p for t, p in obs.poses if t >= t_r + 0.2] or [np.zeros(3)])
+            if np.ptp(resumed, axis=0).max() > 5e-3:
+                break
+            time.sleep(0.2)
+        assert np.ptp(resumed, axis=0).max() > 5e-3, "the arm did not move again after estop/reset"
 
         # a killed node is reported and restarted (policy_bridge: restart on-failure)
         pid = runner.pids()["policy_bridge"]
