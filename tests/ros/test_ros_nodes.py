@@ -215,3 +215,43 @@ def test_step_labels_round_trip_into_a_step_record():
     back = labels_to_record(sent[0]["labels"], obs)
     assert back.segment == Segment.RECOVERY and back.source == Source.HUMAN and back.safety_flags == ("step_pos",)
     assert np.array_equal(back.action_executed, rec.action_executed) and np.isnan(back.action_policy).all()
+
+
+@ros_args("-p", "input:=joy", "-p", "sim:=false", "-p", "sync:=latest", "-p", "rate_hz:=20.0")
+def test_teleop_node_turns_joy_into_operator_commands_and_estop(ros):
+    from geometry_msgs.msg import PoseStamped  # noqa: F401
+    from sensor_msgs.msg import Image, JointState, Joy  # noqa: F401
+    from std_msgs.msg import Bool, String
+
+    from hil_robot.types import OperatorMode
+    from hil_robot_ros.nodes.teleop import TeleopRosNode
+
+    cfg = load_config(["sim.cameras=[front]", "teleop.device=keyboard"])
+    ros.add(TeleopRosNode(cfg))
+    arm = ros.add(rclpy.create_node("fake_arm"))
+    pubs = {"js": arm.create_publisher(JointState, "joint_states", SENSOR_QOS),
+            "pose": arm.create_publisher(PoseStamped, "ee_pose", SENSOR_QOS),
+            "img": arm.create_publisher(Image, "camera/front/image_raw", SENSOR_QOS),
+            "joy": arm.create_publisher(Joy, "teleop/joy", SENSOR_QOS)}
+    cmds, estops = [], []
+    arm.create_subscription(String, "teleop/command", lambda m: cmds.append(convert.msg_to_operator_command(m)), COMMAND_QOS)
+    arm.create_subscription(Bool, "estop", lambda m: estops.append(m.data), LATCHED_QOS)
+    state = np.zeros(15, np.float32)
+    state[:7] = [0.5, 0, 0.3, 1, 0, 0, 0]
+    buttons = [0] * 10
+
+    def feed():
+        stamp = arm.get_clock().now().nanoseconds
+        js, pose = convert.state_to_msgs(state, stamp, "base")
+        pubs["js"].publish(js)
+        pubs["pose"].publish(pose)
+        pubs["img"].publish(convert.image_to_msg(np.zeros((8, 8, 3), np.uint8), stamp, "front"))
+        pubs["joy"].publish(convert.joy_msg([0.0, 1.0, 0, 0, 0, 0, 0, 0], buttons, stamp))  # left stick up: +x
+
+    def driving():
+        feed()
+        return any(c.mode == OperatorMode.TAKEOVER and c.action is not None and c.action[0] > 0.5 for c in cmds)
+
+    assert ros.spin_until(driving), [(c.mode, c.action) for c in cmds[-3:]]
+    buttons[8] = 1  # the e-stop button
+    assert ros.spin_until(lambda: (feed(), True in estops)[1]), "no latched estop from the e-stop button"
