@@ -197,6 +197,16 @@ class ReplayBuffer:
                 self._obs[key] = np.zeros((R, *col.shape[1:]), dtype)
         log.info("replay pool: %d rows, up to %.2f GB once full (%s)", R, self.memory_bytes() / 1e9,
                  ", ".join(f"{c} {a.shape[1]}x{a.shape[2]}" for c, a in self._images.items()) or "no cameras")
+        try:
+            import psutil
+
+            available = psutil.virtual_memory().available
+        except Exception:  # noqa: BLE001 - the warning is advisory
+            available = 0
+        if available and self.memory_bytes() > 0.8 * available:
+            log.warning("replay capacity %d steps needs up to %.1f GB when full but only %.1f GB RAM is available; "
+                        "lower learner.memory_max_steps to about %d", R, self.memory_bytes() / 1e9, available / 1e9,
+                        int(0.5 * available / max(1, self.memory_bytes() // R)))
 
     def _matches(self, ep: Episode) -> bool:
         if sorted(ep.images) != sorted(self._images):
