@@ -38,6 +38,7 @@ class TickTiming:
     scheduled_s: float  # slot start
     started_s: float  # when the tick woke
     sent_s: float  # when the command went to the robot
+    decided_s: float = float("nan")  # when the safety filter had decided (before any observe-lead wait)
 
 
 @dataclasses.dataclass
@@ -249,6 +250,7 @@ class Controller:
             self.counters["handback_ticks"] += 1
         decision = self.safety.filter(arb.action, arb.input_time_s, slot, obs["state"], force_hold=tuple(force))
         robot_limits: tuple[str, ...] = ()
+        decided_s = self.clock.now()
         if self.lead_s > 0:
             self.clock.sleep_until(slot)  # observed early; the command goes out on the slot
             if self.safety.estopped and decision.kind != "stop":  # latched while we waited
@@ -262,7 +264,7 @@ class Controller:
             robot_limits = tuple(f"robot:{x}" for x in sent.limits)
         sent_s = self.clock.now()
         self.arbiter.note_executed(executed)
-        self.timings.append(TickTiming(slot, started, sent_s))
+        self.timings.append(TickTiming(slot, started, sent_s, decided_s))
         self.counters["ticks"] += 1
         if sent_s - slot > self.cfg.control.deadline_frac * self.period_s:
             self.counters["deadline_misses"] += 1
