@@ -250,6 +250,10 @@ def main() -> int:
     ap.add_argument("--robot", default="sim", choices=("sim", "kinematic"), help="sim: MuJoCo SimRobot (default)")
     ap.add_argument("--observe-lead-s", type=float, default=0.0, help="control.observe_lead_s (0 = send when decided)")
     args = ap.parse_args()
+    if args.rt_priority > 0:
+        # Mesa llvmpipe renders in its own worker threads at normal priority, where a loaded box
+        # starves them; with a real-time loop thread render in that thread instead.
+        os.environ.setdefault("LP_NUM_THREADS", "0")
     seconds = args.seconds or (20.0 if args.quick else 60.0)
     args.policy = args.policy or ("vla" if args.robot == "sim" else "null")
     cuts = 10 if args.quick else 40
