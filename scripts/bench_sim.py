@@ -106,12 +106,12 @@ def peak_rss_mb(task: str, steps: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def gymhil_img_steps_per_s(python: str, seconds: float) -> float | None:
-    """Image env steps/s of gym-hil's PandaPickCube (two 128x128 cameras) run by another interpreter."""
+def gymhil_steps_per_s(python: str, seconds: float, image_obs: bool) -> float | None:
+    """Env steps/s of gym-hil's PandaPickCube (image_obs: two 128x128 cameras) run by another interpreter."""
     code = (
         "import os, time; os.environ.setdefault('MUJOCO_GL', 'egl')\n"
         "import gymnasium as gym, gym_hil, numpy as np\n"
-        "env = gym.make('gym_hil/PandaPickCubeBase-v0', image_obs=True)\n"
+        f"env = gym.make('gym_hil/PandaPickCubeBase-v0', image_obs={image_obs})\n"
         "env.reset(seed=0); n = 0; t0 = time.perf_counter()\n"
         "while time.perf_counter() - t0 < %f:\n"
         "    _, _, te, tr, _ = env.step(env.action_space.sample()); n += 1\n"
@@ -149,9 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         "sim_peak_rss_mb": round(rss, 1),
     }
     if args.gymhil_python:
-        g = gymhil_img_steps_per_s(args.gymhil_python, seconds * 2)
+        g = gymhil_steps_per_s(args.gymhil_python, seconds * 2, image_obs=True)
         if g is not None:
             res["gymhil_img_steps_per_s"] = round(g, 2)
+        g = gymhil_steps_per_s(args.gymhil_python, seconds, image_obs=False)
+        if g is not None:
+            res["gymhil_state_steps_per_s"] = round(g, 2)
 
     print(f"task={args.task}  cameras=front+wrist 128x128  windows={windows}x{seconds:g}s (median)")
     print(f"{'metric':<26} {'value':>10} {'goal':>8} {'windows (steps/s)'}")
@@ -164,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  state steps/s: {res['sim_state_steps_per_s']:.1f} / {GYMHIL_REF_STATE_STEPS_PER_S} = "
           f"{res['sim_state_steps_per_s'] / GYMHIL_REF_STATE_STEPS_PER_S:.0f}x")
     if "gymhil_img_steps_per_s" in res:
-        print(f"  gym-hil measured in this run: {res['gymhil_img_steps_per_s']} image steps/s -> ratio "
-              f"{res['sim_img_steps_per_s'] / res['gymhil_img_steps_per_s']:.0f}x")
+        print(f"gym-hil measured in this run (same machine, same load): {res['gymhil_img_steps_per_s']} image "
+              f"steps/s -> ratio {res['sim_img_steps_per_s'] / res['gymhil_img_steps_per_s']:.0f}x")
+    if "gymhil_state_steps_per_s" in res:
+        print(f"gym-hil measured in this run: {res['gymhil_state_steps_per_s']} state-only steps/s -> ratio "
+              f"{res['sim_state_steps_per_s'] / res['gymhil_state_steps_per_s']:.0f}x")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")

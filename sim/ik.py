@@ -54,8 +54,11 @@ class DampedLeastSquaresIK:
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
         self._quat = np.zeros(4)
-        self._lam2_eye = self.lam2 * np.eye(6)
-        self._eye7 = np.eye(len(self.qadr))
+        self._J = np.zeros((6, len(self.qadr)))
+        self._A = np.zeros((6, 6))
+        self._diag = np.diag_indices(6)
+        self._y = np.zeros(6)
+        self._y2 = np.zeros(6)
 
     def fk(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """TCP position [3] and quaternion [4] at joint angles ``q`` [7]."""
@@ -98,13 +101,21 @@ class DampedLeastSquaresIK:
                 break
             mujoco.mj_comPos(m, d)
             mujoco.mj_jacSite(m, d, self._jacp, self._jacr, self.site)
-            J = np.vstack([self._jacp[:, self.dadr], self.rot_weight * self._jacr[:, self.dadr]])
-            ew = e.copy()
-            ew[3:] *= self.rot_weight
-            JJt = J @ J.T + self._lam2_eye
-            Jpinv = np.linalg.solve(JJt, J).T  # J^T (J J^T + lambda^2 I)^-1 (JJt is symmetric)
-            dq = Jpinv @ ew
-            dq += (self._eye7 - Jpinv @ J) @ (self.null_gain * (self.q_home - q))
+            J = self._J
+            J[:3] = self._jacp[:, self.dadr]
+            J[3:] = self.rot_weight * self._jacr[:, self.dadr]
+            e[3:] *= self.rot_weight
+            # Cholesky of J J^T + lambda^2 I once, then two vector solves (no explicit pseudo-inverse):
+            #   dq = J^T A^-1 e ;  null-space part: z - J^T A^-1 J z  with z = k (q_home - q)
+            A = self._A
+            A[:] = J @ J.T
+            A[self._diag] += self.lam2
+            mujoco.mju_cholFactor(A, 0.0)
+            y = self._y
+            mujoco.mju_cholSolve(y, A, e)
+            z = self.null_gain * (self.q_home - q)
+            mujoco.mju_cholSolve(self._y2, A, J @ z)
+            dq = J.T @ (y - self._y2) + z
             q = np.clip(q + dq, self.lo, self.hi)
         else:
             if final_check:

@@ -5,7 +5,8 @@
 Control per tick (``1 / robot_cfg.control_hz`` s): the normalised action is checked (NaN/Inf ->
 hold, out of [-1, 1] -> clipped, each counted), scaled to metres/radians, added to the pose target,
 clipped to the workspace box, turned into joint targets by DLS IK once, and tracked by joint
-position actuators for ``substeps = round(1 / (control_hz * dt))`` physics steps (one C call).
+position actuators for ``substeps = round(1 / (control_hz * dt))`` physics steps (a few C calls,
+the joint target ramped across them).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class SimWorld:
         self.ik.q_home = home.qpos.copy()
         self.substeps = substeps_for(robot_cfg.control_hz, m.opt.timestep)
         self._chunks = min(self.substeps, sim_cfg.ctrl_ramp_chunks)
+        bounds = [(self.substeps * k) // self._chunks for k in range(self._chunks + 1)]
+        self._chunk_steps = [b - a for a, b in zip(bounds[:-1], bounds[1:])]  # sums to substeps, all > 0
+        self._ramp_fractions = np.arange(1, self._chunks + 1) / self._chunks
         self.ws_min = np.array(robot_cfg.safety.workspace_min_m, float)
         self.ws_max = np.array(robot_cfg.safety.workspace_max_m, float)
         self.ws_min[2] = max(self.ws_min[2], MIN_TCP_Z_M)
@@ -187,13 +191,11 @@ class SimWorld:
         d = self.data
         d.ctrl[7:9] = panda.FINGER_TRAVEL_M * (1.0 - self.gripper_cmd) * 0.5
         q0, q1 = self._q_ctrl, self.q_target
-        done = 0
-        for k in range(1, self._chunks + 1):
-            n = (self.substeps * k) // self._chunks - done
-            d.ctrl[:7] = q0 + (q1 - q0) * (k / self._chunks)
-            if n > 0:
-                mujoco.mj_step(self.model, d, nstep=n)
-                done += n
+        ramp = q0 + self._ramp_fractions[:, None] * (q1 - q0)  # [chunks, 7]
+        for k in range(self._chunks):
+            n = self._chunk_steps[k]
+            d.ctrl[:7] = ramp[k]
+            mujoco.mj_step(self.model, d, nstep=n)
         self._q_ctrl = q1.copy()
         self.steps += 1
         self._state = None
