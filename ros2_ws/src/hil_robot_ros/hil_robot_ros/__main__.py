@@ -15,7 +15,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     module, func = NODES[argv[0]].split(":")
-    return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
+    try:
+        return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
+    except KeyboardInterrupt:  # Ctrl-C while still importing/starting: no traceback
+        return 130
 
 
 if __name__ == "__main__":

@@ -92,6 +92,8 @@ def run_node(make_node: Callable[[RootConfig], Any], argv: Sequence[str] | None 
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     rclpy.init(args=["hil_robot_ros", *argv], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -63,6 +63,7 @@ class TeleopRosNode(Node):
         self._reset_id = None
         self.step = 0
         self.sent = 0
+        self.errors = 0
         self.pub = self.create_publisher(String, "teleop/command", COMMAND_QOS)
         self.pub_estop = self.create_publisher(Bool, "estop", LATCHED_QOS)
         data = ReentrantCallbackGroup()
@@ -97,7 +98,12 @@ class TeleopRosNode(Node):
         if item is None:
             return
         obs = observation_from_parts(item[1], time.monotonic())
-        cmd = self.operator.command(obs, context)
+        try:
+            cmd = self.operator.command(obs, context)
+        except Exception as e:  # noqa: BLE001 - a failing source sends nothing (the controller sees hands-off)
+            self.errors += 1
+            self.get_logger().error(f"operator source failed: {e!r}", throttle_duration_sec=2.0)
+            return
         self.step += 1
         if cmd is None:
             return
