@@ -60,18 +60,22 @@ def sim_demo(argv: list[str]) -> int:
     header = f"{'ep':>3} {'seed':>5} {'success':>7} {'steps':>5} {'interv':>6}  segments"
     print(header)
     n_success, all_frames, t0 = 0, [], time.perf_counter()
-    with robot:
-        for ep in range(opts["episodes"]):
-            seed = seed0 + ep
-            policy.seed(seed)
-            if operator is not None:
-                operator.reset(seed)
-            res = run_episode(robot, policy, operator, seed=seed, max_steps=opts["max_steps"] or None,
-                              record_video=film and ep < opts["video_episodes"])
-            n_success += res.success
-            all_frames += res.frames
-            segs = " ".join(f"{k}={v}" for k, v in res.segment_counts.items())
-            print(f"{ep:>3} {seed:>5} {str(res.success):>7} {res.steps:>5} {res.interventions:>6}  {segs}")
+    try:
+        with robot:
+            for ep in range(opts["episodes"]):
+                seed = seed0 + ep
+                policy.seed(seed)
+                if operator is not None:
+                    operator.reset(seed)
+                res = run_episode(robot, policy, operator, seed=seed, max_steps=opts["max_steps"] or None,
+                                  record_video=film and ep < opts["video_episodes"])
+                n_success += res.success
+                all_frames += res.frames
+                segs = " ".join(f"{k}={v}" for k, v in res.segment_counts.items())
+                print(f"{ep:>3} {seed:>5} {str(res.success):>7} {res.steps:>5} {res.interventions:>6}  {segs}")
+    except RenderBackendError as e:  # e.g. render=false but a video was asked for on a machine without GL
+        print(f"hil-robot sim-demo: {e} (or pass video= for no video)", file=sys.stderr)
+        return 2
     dt = time.perf_counter() - t0
     print(f"success {n_success}/{opts['episodes']} ({dt:.1f} s)")
     if film and all_frames:
