@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -66,7 +68,10 @@ class ReplayBuffer:
         sirius: SiriusWeights | None = None,
         keep_demos: bool = True,
         seed: int | None = None,
+        gather_threads: int = 2,
     ):
+        """gather_threads: threads that copy image rows into a batch in parallel (numpy releases
+        the GIL while copying; the copy is the cost of a batch). 0 or 1 = in the calling thread."""
         if strategy not in memory.STRATEGIES:
             raise ValueError(f"unknown memory strategy {strategy!r}; choose one of {', '.join(memory.STRATEGIES)}")
         if capacity_steps <= 0:
@@ -100,6 +105,8 @@ class ReplayBuffer:
         self._succ = np.full(R, -1, np.int64)  # row of the next *step* (-1 at the end), for action chunks
         self._sampleable = np.zeros(R, bool)
         self._views: dict[str, np.ndarray] | None = None
+        self.gather_threads = max(0, min(int(gather_threads), os.cpu_count() or 1))
+        self._pool: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ filling
 
@@ -320,10 +327,17 @@ class ReplayBuffer:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         nxt = self._next[rows]
         b: dict[str, Any] = {}
-        for cam, arr in self._images.items():
-            b[f"obs/images/{cam}"] = arr[rows]
-            if next_obs:
-                b[f"next_obs/images/{cam}"] = arr[nxt]
+        jobs = [(f"obs/images/{cam}", arr, rows) for cam, arr in self._images.items()]
+        if next_obs:
+            jobs += [(f"next_obs/images/{cam}", arr, nxt) for cam, arr in self._images.items()]
+        if self.gather_threads > 1 and len(jobs) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.gather_threads, thread_name_prefix="replay-gather")
+            futures = [(key, self._pool.submit(arr.__getitem__, idx)) for key, arr, idx in jobs]
+        else:
+            futures = []
+            for key, arr, idx in jobs:
+                b[key] = arr[idx]
         for key, arr in self._obs.items():
             b[f"obs/{key}"] = arr[rows]
             if next_obs:
@@ -354,4 +368,6 @@ class ReplayBuffer:
         b["store_index"] = np.array([self.held[s].store_index for s in slots], np.int64)
         b["episode_success"] = np.array([self.held[s].success for s in slots], np.float32)
         b["step_index"] = self._step[rows].copy()
+        for key, fut in futures:
+            b[key] = fut.result()
         return b

@@ -42,6 +42,7 @@ class StoreReplay:
         keep_demos: bool = True,
         seed: int | None = None,
         refresh: bool = True,
+        gather_threads: int = 2,
     ):
         if isinstance(stores, (str, os.PathLike, EpisodeStore)):
             stores = [stores]
@@ -49,7 +50,8 @@ class StoreReplay:
         self.stores = [s if isinstance(s, EpisodeStore) else _open(s) for s in stores]
         if not self.stores:
             raise StoreError("StoreReplay needs at least one episode store")
-        self.buffer = ReplayBuffer(capacity_steps, strategy, sirius=sirius, keep_demos=keep_demos, seed=seed)
+        self.buffer = ReplayBuffer(capacity_steps, strategy, sirius=sirius, keep_demos=keep_demos, seed=seed,
+                                   gather_threads=gather_threads)
         self._seen: list[set[str]] = [set() for _ in self.stores]
         self.errors: list[str] = []
         if refresh:

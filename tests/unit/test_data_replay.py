@@ -157,9 +157,10 @@ def test_demos_are_kept_unless_disabled(tmp_path):
         assert buf.evicted[0][1] == first_out
 
 
-def test_memory_is_bounded_and_rows_are_reused(tmp_path):
+@pytest.mark.parametrize("threads", [0, 2])
+def test_memory_is_bounded_and_rows_are_reused(tmp_path, threads):
     store = _store(tmp_path / "s", [([A] * 7, False, True)] * 6)
-    buf = ReplayBuffer(20, "fifo")
+    buf = ReplayBuffer(20, "fifo", gather_threads=threads)
     for i in range(6):
         buf.insert(store.read_episode(i))
         rows = np.concatenate([np.append(h.rows, h.final_row) for h in buf.held.values()])
@@ -167,6 +168,10 @@ def test_memory_is_bounded_and_rows_are_reused(tmp_path):
     b = buf.sample(64, view="all")
     np.testing.assert_array_equal(b["obs/state"][:, 1], b["episode_index"])  # rows not mixed up after reuse
     np.testing.assert_array_equal(b["obs/state"][:, 0], b["step_index"])
+    for i in range(64):  # images belong to the same rows as the state, in parallel gathers too
+        ep, t = int(b["episode_index"][i]), int(b["step_index"][i])
+        np.testing.assert_array_equal(b["obs/images/front"][i], synthetic.observation(t, ep, **SMALL)["images/front"])
+        np.testing.assert_array_equal(b["next_obs/images/front"][i], synthetic.observation(t + 1, ep, **SMALL)["images/front"])
 
 
 def test_several_stores_and_refresh_picks_up_new_episodes(tmp_path):
