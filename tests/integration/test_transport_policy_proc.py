@@ -163,3 +163,24 @@ def test_fuzzed_frames_never_crash_the_server_and_good_clients_are_served(server
             s.close()
         ctx.term()
         good.close()
+
+
+def test_serve_policy_builds_a_registry_policy_and_forwards_reset(free_port, tmp_path):
+    port = free_port()
+    log = open(tmp_path / "registry_server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "hil_robot", "serve-policy", "policy.name=random",
+                             "policy.action_horizon=4", "policy.n_action_steps=1", f"port={port}"],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    client = PolicyClient(f"tcp://127.0.0.1:{port}", timeout_s=5.0, heartbeat_s=None)
+    try:
+        meta = client.wait_ready(60)
+        assert meta["name"] == "random" and meta["action_horizon"] == 4
+        client.reset()
+        first = client.infer(OBS)["actions"]
+        assert first.shape == (4, 7) and np.all(np.abs(first) <= 1)
+        assert not np.array_equal(client.infer(OBS)["actions"], first)
+        client.reset()  # forwarded to the hosted policy: its random stream restarts
+        np.testing.assert_array_equal(client.infer(OBS)["actions"], first)
+    finally:
+        client.close()
+        stop(proc)
