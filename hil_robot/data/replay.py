@@ -145,12 +145,19 @@ class ReplayBuffer:
             self._evict_one()
         rows = np.array([self._free.pop() for _ in range(need)], np.int64)
         step_rows, final_row = rows[:n], (int(rows[n]) if has_final else -1)
-        for cam, arr in self._images.items():
-            blobs, shape = ep.images[cam], ep.image_shapes[cam]
+        def decode(cam: str) -> None:
+            arr, blobs, shape = self._images[cam], ep.images[cam], ep.image_shapes[cam]
             for i, r in enumerate(step_rows):
                 codecs.decode_frame(blobs[i], ep.codec, shape, arr[r])
             if has_final:
                 codecs.decode_frame(ep.final_obs[IMAGE_PREFIX + cam], ep.codec, shape, arr[final_row])
+
+        if self.gather_threads > 1 and len(self._images) > 1:  # one camera per thread (codecs release the GIL)
+            for fut in [self._executor().submit(decode, cam) for cam in self._images]:
+                fut.result()
+        else:
+            for cam in self._images:
+                decode(cam)
         for key, arr in self._obs.items():
             arr[step_rows] = ep.columns["obs/" + key]
             if has_final:
@@ -190,6 +197,11 @@ class ReplayBuffer:
         self._order += 1
         self._views = None
         return True
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.gather_threads, thread_name_prefix="replay")
+        return self._pool
 
     def _ensure_layout(self, ep: Episode) -> None:
         if self._images or self._obs:
@@ -331,9 +343,7 @@ class ReplayBuffer:
         if next_obs:
             jobs += [(f"next_obs/images/{cam}", arr, nxt) for cam, arr in self._images.items()]
         if self.gather_threads > 1 and len(jobs) > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.gather_threads, thread_name_prefix="replay-gather")
-            futures = [(key, self._pool.submit(arr.__getitem__, idx)) for key, arr, idx in jobs]
+            futures = [(key, self._executor().submit(arr.__getitem__, idx)) for key, arr, idx in jobs]
         else:
             futures = []
             for key, arr, idx in jobs:
