@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gymhil-python", default=DEFAULT_GYMHIL_PYTHON if Path(DEFAULT_GYMHIL_PYTHON).exists() else "",
                    help="python of a separate venv with gym-hil installed (optional; used when it exists)")
     args = p.parse_args(argv)
-    seconds, windows = (3.0, 3) if args.quick else (8.0, 5)
+    seconds, windows = (2.5, 3) if args.quick else (8.0, 5)
 
     trajectories = expert_trajectories(args.task, 10)
     img = time_env(args.task, True, seconds, windows, 128, 128, trajectories)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "sim_peak_rss_mb": round(rss, 1),
     }
     if args.gymhil_python:
-        g = gymhil_steps_per_s(args.gymhil_python, seconds * 2, image_obs=True)
+        g = gymhil_steps_per_s(args.gymhil_python, seconds * 1.5, image_obs=True)
         if g is not None:
             res["gymhil_img_steps_per_s"] = round(g, 2)
         g = gymhil_steps_per_s(args.gymhil_python, seconds, image_obs=False)
