@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("hil_robot.run:evaluate", "operator-free evaluation of a checkpoint"),
     "report": ("hil_robot.run:report", "redraw the plots of a run directory"),
     "teleop": ("teleop.cli:teleop", "drive the sim robot with an operator device"),
+    "operator": ("hil_robot.transport.operator_link:operator_main", "host an operator source (simulated operator, device) for a remote controller"),
     "launch": ("hil_robot.launch:launch", "start an experiment's node graph as supervised processes"),
 }
 

@@ -18,6 +18,7 @@ class ExperimentConfig:
     eval_episodes: int = 10  # operator-free evaluation episodes after each round
     max_minutes: float = 30.0  # wall-clock budget for the whole run
     wandb_mode: str = "offline"  # offline | online | disabled
+    realtime: bool = False  # false: controllers run on a simulated clock, as fast as the sim goes
 
     def __post_init__(self) -> None:
         from hil_robot.config._build import choice

@@ -1,0 +1,346 @@
+"""The embedded human-in-the-loop run (``hil-robot run``), honest evaluation (``hil-robot eval``)
+and plots of a run (``hil-robot report``).
+
+``hil-robot run experiment=sim_pick_cube`` starts, as separate processes on loopback:
+
+    recorder   hil-robot receive-transitions   persists the controller's step stream into the store
+    learner    hil-robot learner               tails the store, trains, publishes weights
+    policy     hil-robot serve-policy          the VLA, following the learner's weights
+    operator   hil-robot operator              the simulated operator
+    controller hil-robot controller            sim robot + safety + arbitration (one per phase)
+
+seeds the store with scripted demos, waits for the first trained weights, then runs rounds of
+deployment (policy + operator, recorded for learning) and operator-free evaluation (recorded apart,
+never trained on). Children are supervised (a crashed service is reported and restarted; one that
+keeps crashing stops the run with a message), Ctrl-C stops everything with all data flushed.
+
+Run directory::
+
+    store/          episode store (demos + deployment)      eval_store/   evaluation episodes
+    learner/        checkpoints, metrics.csv, wandb offline  metrics/      episodes.csv (+ plots input)
+    plots/*.png     videos/eval_latest.mp4                   logs/*.log    summary.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from hil_robot.cli import parse_command_args
+from hil_robot.config import ConfigError, RootConfig
+from hil_robot.launch.plan import ProcessSpec, child_env
+from hil_robot.launch.supervisor import Supervisor
+from hil_robot.report import EpisodeLog, draw, format_table, read_csv, round_summary
+from hil_robot.types import HUMAN_SEGMENTS, SEGMENT_ORDER
+
+log = logging.getLogger("hil_robot.run")
+
+RUN_OPTIONS = {"run_dir": "", "quiet": False}
+EVAL_SEED0 = 1_000_000  # evaluation seeds are the same every round, and never used for deployment
+
+
+class RunStopped(RuntimeError):
+    """The run cannot go on (a service died for good, a controller failed); the message says why."""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spec(name: str, args: Sequence[str], *, restart: str = "on-failure", max_restarts: int = 2) -> ProcessSpec:
+    return ProcessSpec(name=name, executable="process", arguments=tuple(args), parameters={}, remappings=(),
+                       namespace="", restart=restart, max_restarts=max_restarts, required=True)
+
+
+class HilRun:
+    """One run: its directory, ports, supervised services and the per-phase controllers."""
+
+    def __init__(self, cfg: RootConfig, overrides: Sequence[str], run_dir: Path, *, quiet: bool = False) -> None:
+        self.cfg, self.overrides, self.run_dir, self.quiet = cfg, list(overrides), run_dir, quiet
+        for sub in ("metrics", "logs", "videos", "plots"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.store, self.eval_store, self.learner_dir = run_dir / "store", run_dir / "eval_store", run_dir / "learner"
+        self.ports = {k: _free_port() for k in ("policy", "weights", "transitions", "operator")}
+        self.endpoint = {k: f"tcp://127.0.0.1:{p}" for k, p in self.ports.items()}
+        self.episodes = EpisodeLog(run_dir / "metrics" / "episodes.csv")
+        self.seen: set[str] = set()
+        self.env_steps = 0
+        self.t0 = time.monotonic()
+        self.stop = threading.Event()
+        self.env = child_env()
+        self.services: Supervisor | None = None
+        (run_dir / "config.json").write_text(json.dumps({"overrides": self.overrides, "config": cfg.to_dict()}, indent=1))
+
+    # ------------------------------------------------------------------ processes
+    def _out(self) -> Any:
+        return open(self.run_dir / "logs" / "console.log", "a") if self.quiet else None
+
+    def start_services(self) -> None:
+        c, o = self.cfg, self.overrides
+        specs = [
+            _spec("recorder", ["receive-transitions", f"store={self.store}", f"port={self.ports['transitions']}",
+                               f"pre_intervention_k={c.learner.pre_intervention_k}", *o]),
+            _spec("learner", ["learner", f"store={self.store}", f"run_dir={self.learner_dir}",
+                              f"endpoint=tcp://127.0.0.1:{self.ports['weights']}", "resume=true", *o]),
+            _spec("policy", ["serve-policy", f"port={self.ports['policy']}", "transport.subscribe_weights=true",
+                             f"transport.weights_port={self.ports['weights']}", *o]),
+            _spec("operator", ["operator", f"port={self.ports['operator']}",
+                               f"log={self.run_dir / 'metrics' / 'operator_log.jsonl'}", *o]),
+        ]
+        self.services = Supervisor(specs, self.env, out=self._out(), log_dir=str(self.run_dir / "logs"),
+                                   shutdown_timeout_s=20.0)
+        self.services.start()
+
+    def check_services(self) -> None:
+        assert self.services is not None
+        self.services.poll()
+        if self.services.failed_required:
+            name = self.services.failed_required
+            raise RunStopped(f"the {name} process keeps failing; see {self.run_dir / 'logs' / (name + '.log')}")
+
+    def run_child(self, name: str, args: Sequence[str]) -> None:
+        """Run a one-shot child (demo collection, a controller phase) under supervision, polling the
+        services meanwhile; raise RunStopped if it fails or a service gives up."""
+        child = Supervisor([_spec(name, args, restart="never")], self.env, out=self._out(),
+                           log_dir=str(self.run_dir / "logs"), shutdown_timeout_s=20.0)
+        child.start()
+        try:
+            while not all(c.finished for c in child.children):
+                if self.stop.is_set():
+                    raise KeyboardInterrupt
+                child.poll()
+                if self.services is not None:
+                    self.check_services()
+                self.stop.wait(0.2)
+        finally:
+            child.shutdown()
+        rc = child.children[0].proc.returncode if child.children[0].proc else None
+        if rc != 0:
+            raise RunStopped(f"{name} exited with code {rc}; see {self.run_dir / 'logs' / (name + '.log')}")
+
+    def shutdown(self) -> None:
+        if self.services is not None:
+            self.services.shutdown()  # SIGINT: the learner checkpoints and publishes, the recorder flushes
+            self.services = None
+
+    # ------------------------------------------------------------------ phases
+    def controller_args(self, phase: str, episodes: int, seed: int, rnd: int) -> list[str]:
+        common = ["controller", f"episodes={episodes}", f"seed={seed}", f"endpoint={self.endpoint['policy']}",
+                  f"realtime={'true' if self.cfg.experiment.realtime else 'false'}", "keys=false",
+                  f"summary_json={self.run_dir / 'metrics' / f'controller_r{rnd}_{phase}.json'}"]
+        if phase == "deploy":
+            return [*common, f"operator_endpoint={self.endpoint['operator']}",
+                    f"transitions={self.endpoint['transitions']}", *self.overrides]
+        return [*common, "operator=none", f"store={self.eval_store}", *self.overrides]
+
+    def wait_for_weights(self, min_version: int, timeout_s: float) -> int:
+        """Block until the learner has published ``min_version`` (its first trained weights)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            version = self.published_version()
+            if version >= min_version:
+                return version
+            if self.stop.is_set():
+                raise KeyboardInterrupt
+            self.check_services()
+            self.stop.wait(0.5)
+        raise RunStopped(f"the learner published no weights within {timeout_s:.0f} s; see {self.run_dir / 'logs' / 'learner.log'}")
+
+    def published_version(self) -> int:
+        path = self.learner_dir / "checkpoints" / "published.json"
+        try:
+            return int(json.loads(path.read_text())["version"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def learner_rate(self) -> float:
+        rows = [r for r in read_csv(self.learner_dir / "metrics.csv") if r.get("metric") == "learner/updates_per_s"]
+        return float(rows[-1]["value"]) if rows else math.nan
+
+    def log_new_episodes(self, store_path: Path, phase: str, rnd: int, wait_for: int = 0, timeout_s: float = 30.0) -> list[dict]:
+        """Append rows for episodes of ``store_path`` not logged yet; wait until ``wait_for`` are there
+        (the recorder finalises the last streamed episode a moment after the controller exits)."""
+        from hil_robot.data import EpisodeStore
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            metas = [m for m in EpisodeStore(store_path, read_only=True).episodes() if m.episode_id not in self.seen] \
+                if store_path.exists() else []
+            if len(metas) >= wait_for or time.monotonic() > deadline:
+                break
+            self.stop.wait(0.3)
+        if len(metas) < wait_for:
+            log.warning("%s: expected %d new episodes in %s, found %d", phase, wait_for, store_path, len(metas))
+        rows = []
+        for m in metas:
+            self.seen.add(m.episode_id)
+            self.env_steps += m.num_steps
+            counts = {s.value: int(m.segment_counts.get(s.value, 0)) for s in SEGMENT_ORDER}
+            row = {"wall_s": round(time.monotonic() - self.t0, 2), "round": rnd, "phase": phase,
+                   "episode_id": m.episode_id, "success": int(m.success), "steps": m.num_steps,
+                   "env_steps_total": self.env_steps, "interventions": m.num_interventions,
+                   "human_steps": sum(counts[s.value] for s in HUMAN_SEGMENTS if s.value != "demo"),
+                   "policy_version": max(m.policy_versions, default=-1),
+                   **{f"seg_{k}": v for k, v in counts.items()}}
+            self.episodes.write(row)
+            rows.append(row)
+        return rows
+
+    def progress(self, rnd: int, deploy: list[dict], evals: list[dict]) -> str:
+        def rate(rows: list[dict], key: str) -> str:
+            return f"{100 * sum(r[key] for r in rows) / len(rows):.0f}%" if rows else "-"
+
+        steps = sum(r["steps"] for r in deploy)
+        human = sum(r["human_steps"] for r in deploy)
+        return (f"[round {rnd}/{self.cfg.experiment.rounds}] deploy {len(deploy)} eps: success {rate(deploy, 'success')}, "
+                f"takeovers/ep {sum(r['interventions'] for r in deploy) / max(len(deploy), 1):.2f}, "
+                f"operator steps {100 * human / max(steps, 1):.0f}% | eval {len(evals)} eps: success {rate(evals, 'success')} | "
+                f"weights v{self.published_version()} | learner {self.learner_rate():.1f} upd/s | "
+                f"{(time.monotonic() - self.t0) / 60:.1f} min, {self.env_steps} env steps")
+
+    def render_latest_eval(self) -> Path | None:
+        from hil_robot.data import EpisodeStore
+        from hil_robot.data.cli import episode_frames
+        from sim.video import write_mp4
+
+        store = EpisodeStore(self.eval_store, read_only=True)
+        metas = store.episodes()
+        if not metas:
+            return None
+        ep = store.read_episode(metas[-1].episode_id)
+        out = self.run_dir / "videos" / "eval_latest.mp4"
+        write_mp4(episode_frames(ep), out, int(round(self.cfg.robot.control_hz)))
+        return out
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict[str, Any]:
+        e = self.cfg.experiment
+        say = print
+        say(f"hil_robot run {e.name}: {self.run_dir}", flush=True)
+        if e.demo_episodes:
+            say(f"collecting {e.demo_episodes} scripted demos ...", flush=True)
+            self.run_child("demos", ["collect-demos", f"episodes={e.demo_episodes}", f"out={self.store}",
+                                     f"seed={e.seed * 100_000 + 90_000}", *self.overrides])
+            rows = self.log_new_episodes(self.store, "demo", 0)
+            say(f"[round 0] {len(rows)} demos, {sum(r['success'] for r in rows)} successful", flush=True)
+        self.start_services()
+        if self.env_steps >= self.cfg.learner.min_replay_steps:  # the learner can train on the demos first
+            version = self.wait_for_weights(1, timeout_s=max(120.0, 60.0 * e.max_minutes / 3))
+            say(f"learner published weights v{version}; deploying", flush=True)
+        else:
+            say(f"{self.env_steps} demo steps < learner.min_replay_steps={self.cfg.learner.min_replay_steps}: "
+                "deploying the untrained policy first", flush=True)
+        for rnd in range(1, e.rounds + 1):
+            seed = e.seed * 100_000 + rnd * 1000
+            self.run_child(f"deploy{rnd}", self.controller_args("deploy", e.episodes_per_round, seed, rnd))
+            deploy = self.log_new_episodes(self.store, "deploy", rnd, wait_for=e.episodes_per_round)
+            evals: list[dict] = []
+            if e.eval_episodes:
+                self.run_child(f"eval{rnd}", self.controller_args("eval", e.eval_episodes, EVAL_SEED0 + e.seed * 1000, rnd))
+                evals = self.log_new_episodes(self.eval_store, "eval", rnd, wait_for=e.eval_episodes)
+            say(self.progress(rnd, deploy, evals), flush=True)
+            if (time.monotonic() - self.t0) / 60 >= e.max_minutes:
+                say(f"wall-clock budget of {e.max_minutes:g} min reached after round {rnd}", flush=True)
+                break
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        self.shutdown()
+        summary = round_summary(read_csv(self.run_dir / "metrics" / "episodes.csv"))
+        plots = draw(self.run_dir) if summary else []
+        video = self.render_latest_eval() if self.eval_store.exists() else None
+        final = summary[-1] if summary else {}
+        result = {"run_dir": str(self.run_dir), "rounds": summary, "final_eval_success": final.get("eval_success"),
+                  "final_intervention_rate": final.get("intervention_rate"), "weight_version": self.published_version(),
+                  "episodes": len(self.seen), "env_steps": self.env_steps,
+                  "minutes": (time.monotonic() - self.t0) / 60, "plots": [str(p) for p in plots],
+                  "video": str(video) if video else None}
+        (self.run_dir / "summary.json").write_text(json.dumps(result, indent=1, default=float))
+        print("\n" + format_table(summary), flush=True)
+        print(f"\nrun directory: {self.run_dir}  (plots/, videos/, store/, learner/, metrics/)", flush=True)
+        return result
+
+
+def _overrides(argv: Sequence[str], options: dict[str, Any]) -> list[str]:
+    return [a for a in argv if a.partition("=")[0].lstrip("-").replace("-", "_") not in options]
+
+
+def main(cfg: RootConfig, overrides: Sequence[str] = (), run_dir: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Importable entry point: the whole run; returns the summary (also in RUN_DIR/summary.json)."""
+    run_dir = Path(run_dir or Path(cfg.experiment.run_dir) / time.strftime("%Y%m%d-%H%M%S"))
+    hil = HilRun(cfg, overrides, run_dir, quiet=quiet)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: hil.stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: hil.stop.set())
+    try:
+        return hil.run()
+    except KeyboardInterrupt:
+        print("interrupted: stopping every process, flushing data ...", flush=True)
+        return hil.finish()
+    except RunStopped as e:
+        print(f"run stopped: {e}", file=sys.stderr, flush=True)
+        result = hil.finish()
+        result["error"] = str(e)
+        return result
+    finally:
+        hil.shutdown()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def run(argv: list[str]) -> int:
+    opts, cfg = parse_command_args(argv, options=RUN_OPTIONS)
+    result = main(cfg, _overrides(argv, RUN_OPTIONS), opts["run_dir"] or None, quiet=opts["quiet"])
+    return 1 if "error" in result else 0
+
+
+def evaluate(argv: list[str]) -> int:
+    """``hil-robot eval checkpoint=DIR episodes=N``: operator-free success rate of a checkpoint."""
+    from hil_robot.control.cli import controller
+    from hil_robot.data import EpisodeStore
+
+    options = {"episodes": 10, "out": "", "seed": EVAL_SEED0, "video": True}
+    opts, cfg = parse_command_args(argv, options=options, aliases={"checkpoint": "policy.checkpoint", "task": "sim.task"})
+    if cfg.policy.name == "vla" and not cfg.policy.checkpoint:
+        raise ConfigError("eval needs checkpoint=DIR (a policy directory, e.g. RUN_DIR/learner/checkpoints/step_*/policy)")
+    out = Path(opts["out"] or f"{cfg.experiment.run_dir}/eval-{time.strftime('%Y%m%d-%H%M%S')}")
+    rest = [a for a in _overrides(argv, options) if not a.startswith(("checkpoint=", "task="))]
+    extra = [f"policy.checkpoint={cfg.policy.checkpoint}", f"sim.task={cfg.sim.task}"]
+    rc = controller([f"episodes={opts['episodes']}", f"seed={opts['seed']}", "operator=none", f"store={out / 'store'}",
+                     "realtime=false", "keys=false", *extra, *rest])
+    metas = EpisodeStore(out / "store", read_only=True).episodes()
+    ok = sum(m.success for m in metas)
+    print(f"eval {cfg.sim.task}: {ok}/{len(metas)} successful ({100 * ok / max(len(metas), 1):.0f}%), no operator")
+    if opts["video"] and metas:
+        from hil_robot.data.cli import episode_frames
+        from sim.video import write_mp4
+
+        store = EpisodeStore(out / "store", read_only=True)
+        write_mp4(episode_frames(store.read_episode(metas[-1].episode_id)), out / "eval_latest.mp4", int(round(cfg.robot.control_hz)))
+    (out / "eval.json").write_text(json.dumps({"episodes": len(metas), "successes": ok, "success_rate": ok / max(len(metas), 1)}))
+    return rc
+
+
+def report(argv: list[str]) -> int:
+    """``hil-robot report RUN_DIR``: redraw the plots and print the round table."""
+    opts, _ = parse_command_args(argv, positional=("run_dir",))
+    run_dir = Path(opts["run_dir"])
+    try:
+        plots = draw(run_dir)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    print(format_table(round_summary(read_csv(run_dir / "metrics" / "episodes.csv"))))
+    for p in plots:
+        print(f"wrote {p}")
+    return 0
