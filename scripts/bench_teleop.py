@@ -84,7 +84,7 @@ def bench_webxr(n_moves: int, move_ms: float) -> dict[str, float]:
     state[:7] = [0.5, 0.0, 0.3, 0.0, 1.0, 0.0, 0.0]
     obs = {"state": state, "timestamp_s": 0.0, "prompt": ""}
     with tempfile.TemporaryDirectory() as tmp, TeleopWebServer(port=0, cert_dir=tmp) as server, Browser() as browser:
-        device = WebXRDevice(server, stale_s=1.0)
+        device = WebXRDevice(server, stale_s=1.0, require_tracked=False)  # iwer poses are all "emulated"
         device.open()
         op = DeviceOperator(device, TeleopConfig(device="webxr", jump_guard_m=1.0), RobotConfig())
         browser.open(server.url("/xr"), emulate_xr=True)

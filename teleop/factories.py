@@ -37,4 +37,4 @@ def webxr(cfg: TeleopConfig, server: TeleopWebServer | None) -> Device:
 
     if server is None:
         raise ValueError("device=webxr needs the teleop web server (the headset loads its page from it)")
-    return WebXRDevice(server, hand=cfg.hand)
+    return WebXRDevice(server, hand=cfg.hand, require_tracked=cfg.webxr_require_tracked)

@@ -5,6 +5,7 @@ Message from the page (JSON, one per XR frame)::
 
     {"type": "xr", "seq": int, "t_ms": epoch ms when the frame sampled the poses,
      "controllers": {"right": {"grip": [x,y,z,qw,qx,qy,qz] | null, "aim": [...] | null,
+                               "tracked": false when the position is only inferred (emulatedPosition),
                                "buttons": [[pressed, value], ...], "axes": [...]}, "left": {...}}}
 
 ``buttons``/``axes`` follow the WebXR ``xr-standard`` gamepad mapping: buttons 0 trigger,
@@ -37,7 +38,9 @@ def _pose(value: Any) -> np.ndarray | None:
     return arr
 
 
-def parse_controller(d: dict[str, Any]) -> ControllerState:
+def parse_controller(d: dict[str, Any], require_tracked: bool = True) -> ControllerState:
+    """One controller of a page message. require_tracked: a pose whose position is only inferred
+    (WebXR ``emulatedPosition``, e.g. the controller left the cameras' view) counts as lost."""
     buttons = d.get("buttons") or []
     axes = d.get("axes") or []
 
@@ -55,24 +58,27 @@ def parse_controller(d: dict[str, Any]) -> ControllerState:
         grip=grip, aim=_pose(d.get("aim")), trigger=value(0), squeeze=value(1), stick_click=pressed(3),
         primary=pressed(4), secondary=pressed(5),
         thumbstick=(float(axes[2]), float(axes[3])) if len(axes) >= 4 else (0.0, 0.0),
-        valid=grip is not None,
+        valid=grip is not None and (bool(d.get("tracked", True)) or not require_tracked),
     )
 
 
 class WebXRDevice(Device):
     """Latest headset sample from a :class:`TeleopWebServer`. Samples older than ``stale_s`` count
-    as lost tracking (the mapping holds the arm)."""
+    as lost tracking (the mapping holds the arm). require_tracked=False accepts inferred positions
+    (the iwer emulator marks every pose ``emulatedPosition``; a real headset only while tracking is lost)."""
 
     kind = "webxr"
     pose_based = True
 
     def __init__(
-        self, server: TeleopWebServer, *, hand: str = "right", stale_s: float = 0.1, clock: Clock = time.monotonic
+        self, server: TeleopWebServer, *, hand: str = "right", stale_s: float = 0.1, require_tracked: bool = True,
+        clock: Clock = time.monotonic,
     ) -> None:
         super().__init__(clock)
         self.server = server
         self.hand = hand
         self.stale_s = stale_s
+        self.require_tracked = require_tracked
         self._lock = threading.Condition()
         self._controllers: dict[str, ControllerState] = {}
         self._recv_s = -math.inf
@@ -92,7 +98,7 @@ class WebXRDevice(Device):
 
     def _on_message(self, msg: dict[str, Any], recv_s: float) -> None:
         try:
-            ctrls = {h: parse_controller(c) for h, c in (msg.get("controllers") or {}).items() if h in ("left", "right")}
+            ctrls = {h: parse_controller(c, self.require_tracked) for h, c in (msg.get("controllers") or {}).items() if h in ("left", "right")}
         except (TypeError, ValueError, IndexError) as e:
             self.bad_samples += 1
             log.warning("WebXR sample rejected: %s", e)

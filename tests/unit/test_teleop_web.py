@@ -145,6 +145,8 @@ def test_vr_button_layout_for_either_hand():
     assert inp.gripper == pytest.approx(1.0)
     lefty = vr_input({"right": right, "left": left}, "left", 1.0)
     assert lefty.buttons["estop"] and lefty.buttons["correction"] and not lefty.buttons["clutch"]
+    inferred = parse_controller({"grip": GRIP, "tracked": False, "buttons": [], "axes": []})
+    assert not vr_input({"right": inferred}, "right", 1.0).tracking_valid  # drifting position: hold
     lost = vr_input({"right": ControllerState(grip=None)}, "right", 1.0)
     assert not lost.tracking_valid and lost.pose is None
     with pytest.raises(ValueError, match="7 finite"):
