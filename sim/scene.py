@@ -15,7 +15,7 @@ from sim import panda
 
 TABLE_CENTER_XY = (0.5, 0.0)
 TABLE_HALF_XY = (0.45, 0.6)
-FRONT_CAM_POS = np.array([1.0, 0.0, 0.42])
+FRONT_CAM_POS = np.array([0.95, 0.0, 0.40])
 FRONT_CAM_LOOKAT = np.array([0.48, 0.0, 0.06])
 
 
@@ -55,7 +55,7 @@ def build_xml(objects_xml: str, sim_cfg: SimConfig, dt_s: float | None = None) -
     <geom name="floor" type="plane" size="2 2 0.1" pos="0 0 -0.75" rgba="0.35 0.37 0.4 1" contype="0" conaffinity="0"/>
     <geom name="table_top" type="plane" size="{hx} {hy} 0.02" pos="{tx} {ty} 0" rgba="0.62 0.5 0.38 1" contype="0" conaffinity="1" condim="3"/>
     <geom name="table_body" type="box" size="{hx} {hy} 0.37" pos="{tx} {ty} -0.3705" rgba="0.55 0.44 0.33 1" contype="0" conaffinity="0"/>
-    <camera name="front" pos="{' '.join(map(str, FRONT_CAM_POS))}" xyaxes="{' '.join(f'{v:.6f}' for v in xy)}" fovy="50"/>
+    <camera name="front" pos="{' '.join(map(str, FRONT_CAM_POS))}" xyaxes="{' '.join(f'{v:.6f}' for v in xy)}" fovy="42"/>
     {panda.arm_xml()}
     {objects_xml}
   </worldbody>
