@@ -54,7 +54,7 @@ def test_operator_screen_shows_feeds_status_and_sends_buttons(browser, tmp_path)
         assert browser.eval("document.getElementById('mode').textContent") == "autonomous"
 
         browser.call("click", selector="#btn-takeover")
-        for _ in range(100):  # the control loop picks screen events up on its next tick
+        for _ in range(400):  # the control loop picks screen events up on its next tick
             if node.command(obs, {"step": 8, "policy_version": 3}).segment is not None:
                 break
             browser.eval("new Promise(r => setTimeout(r, 20))")
@@ -63,7 +63,7 @@ def test_operator_screen_shows_feeds_status_and_sends_buttons(browser, tmp_path)
         browser.call("click", selector="#btn-send-text")
         browser.call("click", selector="#btn-success")
         marks, texts = [], []
-        for _ in range(100):
+        for _ in range(400):
             c = node.command(obs, {"step": 8, "policy_version": 3})
             marks.append(c.mark)
             texts.append(c.language_correction)
@@ -71,17 +71,17 @@ def test_operator_screen_shows_feeds_status_and_sends_buttons(browser, tmp_path)
                 break
             browser.eval("new Promise(r => setTimeout(r, 20))")
         assert "success" in marks and "approach from the left" in texts
-        browser.wait("document.getElementById('count-successes').textContent === '1'", 5)
-        browser.wait("document.getElementById('count-takeovers').textContent === '1'", 5)
-        browser.wait("[...document.querySelectorAll('#corrections li')].some(li => li.textContent === 'approach from the left')", 5)
+        browser.wait("document.getElementById('count-successes').textContent === '1'", 15)
+        browser.wait("document.getElementById('count-takeovers').textContent === '1'", 15)
+        browser.wait("[...document.querySelectorAll('#corrections li')].some(li => li.textContent === 'approach from the left')", 15)
 
         browser.call("click", selector="#btn-estop")
-        for _ in range(50):
+        for _ in range(400):
             if node.command(obs, {}).estop:
                 break
             browser.eval("new Promise(r => setTimeout(r, 20))")
         assert node.operator.machine.estop
-        browser.wait("!document.getElementById('estop-state').hidden", 5)
+        browser.wait("!document.getElementById('estop-state').hidden", 15)
 
         assert browser.eval("document.getElementById('policy-version').textContent") == "3"
         shot = tmp_path / "operator_screen.png"
