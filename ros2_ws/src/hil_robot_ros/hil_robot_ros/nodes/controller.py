@@ -43,7 +43,7 @@ PARAMS = {
     "base_frame": Param("base", "frame of outgoing commands"),
     "timeout_s": Param(5.0, "longest wait for an observation / chunk before the episode fails", positive),
     "operator_max_age_s": Param(0.5, "teleop/command older than this counts as hands-off", positive),
-    "wait_for_recorder_s": Param(10.0, "before the first episode, wait this long for a controller/step subscriber "
+    "wait_for_recorder_s": Param(10.0, "before the first episode, wait this long for recorder/ready "
                                  "(0 = do not wait)", non_negative),
 }
 
@@ -93,6 +93,9 @@ class ControllerNode(Node):
         self.controller = Controller(self.robot, self.policy, self.operator, self.recorder, cfg)
         self.create_subscription(Bool, "estop", self._on_estop, LATCHED_QOS, callback_group=safety_group)
         self.create_subscription(Bool, "estop/reset", self._on_estop_reset, COMMAND_QOS, callback_group=safety_group)
+        self._recorder_ready = threading.Event()
+        self.create_subscription(Bool, "recorder/ready", lambda m: m.data and self._recorder_ready.set(), LATCHED_QOS,
+                                 callback_group=ctl_group)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="control-loop", daemon=True)
         self._thread.start()
@@ -126,11 +129,9 @@ class ControllerNode(Node):
         log = self.get_logger()
         try:
             self.robot.connect()
-            end = time.monotonic() + self.p["wait_for_recorder_s"]
-            while self.step_pub.get_subscription_count() == 0 and time.monotonic() < end and not self._stop.is_set():
-                self._stop.wait(0.1)  # the first episode's steps need a recorder that is already listening
-            if self.p["wait_for_recorder_s"] > 0 and self.step_pub.get_subscription_count() == 0:
-                log.warning("no recorder on controller/step: episodes are not recorded")
+            if self.p["wait_for_recorder_s"] > 0:  # the first steps need a recorder that already sees everything
+                if not self._recorder_ready.wait(self.p["wait_for_recorder_s"]):
+                    log.warning("no recorder/ready: episodes may not be recorded (is the recorder node running?)")
             i = 0
             while not self._stop.is_set() and (self.p["episodes"] == 0 or i < self.p["episodes"]):
                 if self.controller.safety.estopped:  # no new episode (and no reset motion) while latched

@@ -16,13 +16,13 @@ from typing import Any
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from std_msgs.msg import String
+from std_msgs.msg import Bool, String
 
 from hil_robot.config import RootConfig
 from hil_robot_ros import convert
 from hil_robot_ros.node_base import Param, declare_params, one_of, positive, run_node
 from hil_robot_ros.obs_sync import observation_from_parts
-from hil_robot_ros.qos import RECORD_QOS
+from hil_robot_ros.qos import LATCHED_QOS, RECORD_QOS
 from hil_robot_ros.ros_io import ObservationSubscriber
 from hil_robot_ros.topic_robot import labels_to_record
 
@@ -55,10 +55,17 @@ class RecorderNode(Node):
                                              callback_group=ReentrantCallbackGroup(), newest_only=False, keep=64)
         disk = MutuallyExclusiveCallbackGroup()
         self.create_subscription(String, "controller/step", self._on_event, RECORD_QOS, callback_group=disk)
+        # latched: true once a complete observation arrived, i.e. every sensor subscription is matched;
+        # the controller waits for it so the first steps of the first episode are not lost
+        self.pub_ready = self.create_publisher(Bool, "recorder/ready", LATCHED_QOS)
+        self._ready = False
         self.create_timer(0.05, self._drain, callback_group=disk)
         self.get_logger().info(f"recording into {p['store_path']}")
 
     def _on_obs(self, stamp_ns: int, parts: dict[str, Any]) -> None:
+        if not self._ready:
+            self._ready = True
+            self.pub_ready.publish(Bool(data=True))
         with self._lock:
             self._obs[stamp_ns] = parts
             while len(self._obs) > self.p["keep_observations"]:
