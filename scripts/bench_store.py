@@ -1,6 +1,6 @@
 """Episode store + replay benchmark (issue: crash-safe episode store).
 
-Records steps with two 128x128 cameras through the Recorder into a fresh store (default codec,
+Records steps with two 128x128 cameras through the Recorder into a fresh store (default codec lz4,
 fsync on, 0.5 s flush interval), then samples batches of 256 from a StoreReplay built on it.
 Frames are real MuJoCo renders of the pick-cube scene when the sim is importable (synthetic
 rendered-looking frames otherwise).
@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hil_robot.data import EpisodeStore, Recorder, StoreReplay, synthetic  # noqa: E402
+from hil_robot.data.codec import DEFAULT_CODEC  # noqa: E402
 from hil_robot.types import StepRecord  # noqa: E402
 
 LEROBOT_HILSERL_BYTES_PER_TRANSITION = 398.7e3
@@ -124,20 +125,20 @@ def main(argv: list[str] | None = None) -> int:
     observations, frames_from = sim_observations(120 if args.quick else 300)
     tmp = Path(tempfile.mkdtemp(prefix="bench_store_"))
     try:
-        codecs = ("zstd", "lz4") if args.quick else ("zstd", "lz4", "jpeg", "png", "raw")
+        codecs = ("lz4", "zstd") if args.quick else ("lz4", "zstd", "jpeg", "png", "raw")
         per_codec = {}
         for codec in codecs:
             runs = []
-            for r in range(repeats if codec == "zstd" else 1):
+            for r in range(repeats if codec == DEFAULT_CODEC else 1):
                 root = tmp / f"{codec}{r}"
-                runs.append(bench_write(root, observations, steps if codec == "zstd" else min(steps, 3000), codec))
-                if not (codec == "zstd" and r == 0):
+                runs.append(bench_write(root, observations, steps if codec == DEFAULT_CODEC else min(steps, 3000), codec))
+                if not (codec == DEFAULT_CODEC and r == 0):
                     shutil.rmtree(root)
             per_codec[codec] = {k: statistics.median(x[k] for x in runs) for k in runs[0]}
-        replay = bench_replay(tmp / "zstd0", steps, 6.0 if args.quick else 15.0)
+        replay = bench_replay(tmp / f"{DEFAULT_CODEC}0", steps, 6.0 if args.quick else 15.0)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    main_codec = per_codec["zstd"]
+    main_codec = per_codec[DEFAULT_CODEC]
     metrics = {
         "store_write_steps_per_s": round(main_codec["steps_per_s"], 1),
         "replay_batches_per_s": round(replay["h1"], 2),
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{codec:<6} {m['steps_per_s']:>14.0f} {m['cpu_cores']:>17.2f} {m['cpu_us_per_step']:>12.0f} "
               f"{m['bytes_per_step'] / 1e3:>9.1f} {LEROBOT_HILSERL_BYTES_PER_TRANSITION / m['bytes_per_step']:>19.0f}x")
     print(f"LeRobot HIL-SERL anchor: {LEROBOT_HILSERL_BYTES_PER_TRANSITION / 1e3:.1f} kB per transition")
-    print(f"replay (zstd store): load {replay['load_steps_per_s']:.0f} steps/s; batch 256: {replay['h1']:.1f} batches/s (T=1), "
+    print(f"replay ({DEFAULT_CODEC} store): load {replay['load_steps_per_s']:.0f} steps/s; batch 256: {replay['h1']:.1f} batches/s (T=1), "
           f"{replay['h10']:.1f} (T=10), RLPD 50/50 {replay['rlpd']:.1f}; {replay['h1_cpu_ms']:.1f} ms CPU per batch "
           f"(= {1e3 / max(replay['h1_cpu_ms'], 1e-9):.0f} batches/s of one core); BC batches without next_obs (T=10): "
           f"{replay['bc']:.1f}/s, {replay['bc_cpu_ms']:.1f} ms CPU each")

@@ -18,6 +18,7 @@ import numpy as np
 
 from hil_robot.cli import parse_command_args
 from hil_robot.config import ConfigError
+from hil_robot.data import codec as codecs
 from hil_robot.data.format import StoreError
 from hil_robot.data.recorder import Recorder
 from hil_robot.data.store import EpisodeStore
@@ -35,7 +36,7 @@ SEGMENT_COLOURS = {  # RGB strip under rendered frames
 def collect_demos(argv: list[str]) -> int:
     """Scripted expert in the sim -> ``demo`` episodes in a store (failures kept unless keep_failures=false)."""
     opts, cfg = parse_command_args(
-        argv, options={"episodes": 5, "out": "", "seed": 0, "image_codec": "zstd", "keep_failures": True, "noise_std": 0.0},
+        argv, options={"episodes": 5, "out": "", "seed": 0, "image_codec": codecs.DEFAULT_CODEC, "keep_failures": True, "noise_std": 0.0},
         aliases={"task": "sim.task", "max_steps": "sim.max_episode_steps"},
     )
     import sim  # lazy: only this command needs MuJoCo

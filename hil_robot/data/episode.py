@@ -226,6 +226,6 @@ def read_episode_file(path: Path) -> Episode:
         raise EpisodeCorruptError(f"episode {name}: metadata says {meta.num_steps} steps, file has {len(columns.get('step', ()))}")
     return Episode(
         meta=meta, index=int(header.get("index", -1)), header=header, columns=columns, images=images,
-        image_shapes=shapes, codec=str(header.get("image_codec", "zstd")), final_obs=final_obs,
+        image_shapes=shapes, codec=str(header["image_codec"]), final_obs=final_obs,
         recovered=bool(meta.extra.get("recovered", False)),
     )

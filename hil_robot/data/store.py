@@ -43,8 +43,8 @@ _SAFE_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 class EpisodeStore:
     """A folder of episodes. ``EpisodeStore(path)`` creates it if needed and recovers crashed writes.
 
-    image_codec: zstd | jpeg | png | raw (used when this store writes; each file names its own). zstd
-        (lossless) suits rendered frames, jpeg real cameras; see codec.py.
+    image_codec: lz4 | zstd | jpeg | png | raw (used when this store writes; each file names its
+        own). lz4/zstd (lossless) suit rendered frames, jpeg noisy real cameras; see codec.py.
     flush_interval_s: the most a SIGKILLed writer can lose (default 0.5 s, must be <= 1 s).
     read_only: never recover, create or write (for a second process that only samples).
     """
@@ -53,7 +53,7 @@ class EpisodeStore:
         self,
         path: str | os.PathLike,
         *,
-        image_codec: str = "zstd",
+        image_codec: str = codecs.DEFAULT_CODEC,
         jpeg_quality: int = 95,
         flush_interval_s: float = 0.5,
         max_buffered_steps: int = 256,
