@@ -92,6 +92,27 @@ def time_env(task: str, render: bool, seconds: float, windows: int, height: int,
     return rates
 
 
+def render_ms(task: str, shadows: bool, samples: int, n: int) -> float:
+    """Median milliseconds of one 128x128 front-camera render (update_scene + render + readback)."""
+    import dataclasses
+
+    import sim
+    from hil_robot.config import RobotConfig, SimConfig
+
+    cfg = dataclasses.replace(SimConfig(), task=task, shadows=shadows, offscreen_samples=samples)
+    robot = sim.SimRobot(cfg, RobotConfig(), seed=0)
+    robot.connect()
+    robot.reset(0)
+    times = []
+    for i in range(n + 5):
+        t0 = time.perf_counter()
+        robot.render_frame("front")
+        if i >= 5:
+            times.append(time.perf_counter() - t0)
+    robot.close()
+    return 1e3 * statistics.median(times)
+
+
 def peak_rss_mb(task: str, steps: int) -> float:
     """Peak RSS of a fresh process holding one env with cameras (so nothing else counts)."""
     code = (
@@ -148,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         "sim_state_steps_per_s": round(statistics.median(state), 1),
         "sim_peak_rss_mb": round(rss, 1),
     }
+    render = {
+        "sim_render_ms_default": render_ms(args.task, False, 0, 40 if args.quick else 150),
+        "sim_render_ms_shadows": render_ms(args.task, True, 0, 20 if args.quick else 60),
+        "sim_render_ms_msaa4": render_ms(args.task, False, 4, 20 if args.quick else 60),
+    }
+    res.update({k: round(v, 2) for k, v in render.items()})
     if args.gymhil_python:
         g = gymhil_steps_per_s(args.gymhil_python, seconds * 1.5, image_obs=True)
         if g is not None:
@@ -161,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'sim_img_steps_per_s':<26} {res['sim_img_steps_per_s']:>10.1f} {'>=100':>8} {[round(x) for x in img]}")
     print(f"{'sim_state_steps_per_s':<26} {res['sim_state_steps_per_s']:>10.1f} {'>=1000':>8} {[round(x) for x in state]}")
     print(f"{'sim_peak_rss_mb':<26} {res['sim_peak_rss_mb']:>10.1f}")
+    print(f"one 128x128 render, ms (median): default (no shadows, no MSAA) {res['sim_render_ms_default']}, "
+          f"shadows on {res['sim_render_ms_shadows']}, MSAA x4 {res['sim_render_ms_msaa4']}")
     print("\nvs gym-hil PandaPickCube reference figures from the issue (not measured in this run):")
     print(f"  image steps/s: {res['sim_img_steps_per_s']:.1f} / {GYMHIL_REF_IMG_STEPS_PER_S} = "
           f"{res['sim_img_steps_per_s'] / GYMHIL_REF_IMG_STEPS_PER_S:.0f}x")
