@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import pytest
 
 from hil_robot.cli import main
 
@@ -58,5 +59,8 @@ def test_missing_egl_backend_says_what_to_install(tmp_path):
         [sys.executable, "-m", "hil_robot", "sim-demo", "task=pick_cube", "episodes=1", "video="],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
+    if out.returncode == 0:  # a non-glvnd libEGL ignores the vendor override: nothing is missing here
+        pytest.skip("could not hide the EGL driver on this machine (libEGL is not glvnd)")
     assert out.returncode == 2, out.stdout + out.stderr
     assert "apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri" in out.stderr
+    assert "Traceback" not in out.stderr
