@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import math
+import threading
 from typing import Any, Iterable, Sequence
 
 import msgpack
@@ -72,9 +73,14 @@ _SEND_OK: set[np.dtype] = set()  # dtypes already checked on the sending side
 
 
 class _Encoder:
-    def __init__(self, out_of_band_bytes: int) -> None:
+    """Packs one message at a time; kept per thread so msgpack's packers (and their buffers) are
+    reused — a fresh packer per array inside the ``default`` hook costs tens of microseconds."""
+
+    def __init__(self) -> None:
         self.frames: list[Any] = []
-        self.oob = out_of_band_bytes
+        self.oob = OUT_OF_BAND_BYTES
+        self.inner = msgpack.Packer(use_bin_type=True)
+        self.outer = msgpack.Packer(default=self.default, use_bin_type=True, strict_types=False)
 
     def default(self, obj: Any) -> Any:
         if isinstance(obj, np.ndarray):
@@ -85,11 +91,10 @@ class _Encoder:
             arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj).reshape(obj.shape)
             if arr.dtype.byteorder == ">":
                 arr = arr.astype(arr.dtype.newbyteorder("<"))
-            header = [arr.dtype.str, list(arr.shape)]
             if arr.nbytes >= self.oob:
                 self.frames.append(memoryview(arr).cast("B") if arr.ndim else arr.tobytes())
-                return msgpack.ExtType(_EXT_FRAME, msgpack.packb(header + [len(self.frames)]))
-            return msgpack.ExtType(_EXT_INLINE, msgpack.packb(header + [arr.tobytes()]))
+                return msgpack.ExtType(_EXT_FRAME, self.inner.pack([arr.dtype.str, list(arr.shape), len(self.frames)]))
+            return msgpack.ExtType(_EXT_INLINE, self.inner.pack([arr.dtype.str, list(arr.shape), arr.tobytes()]))
         if isinstance(obj, np.generic):
             return obj.item()
         if isinstance(obj, enum.Enum):
@@ -99,13 +104,26 @@ class _Encoder:
         raise CodecError(f"cannot send objects of type {type(obj).__name__}; use dicts, lists, str, numbers, numpy arrays")
 
 
+_local = threading.local()
+
+
 def encode(msg: dict[str, Any], *, out_of_band_bytes: int = OUT_OF_BAND_BYTES) -> list[Any]:
     """Message dict -> frames ``[header, array frames...]`` (array frames are zero-copy views)."""
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise CodecError("a message must be a dict with a string 'type'")
-    enc = _Encoder(out_of_band_bytes)
-    header = msgpack.packb(msg, default=enc.default, use_bin_type=True, strict_types=False)
-    return [header, *enc.frames]
+    enc = getattr(_local, "encoder", None)
+    if enc is None:
+        enc = _local.encoder = _Encoder()
+    enc.frames, enc.oob = [], out_of_band_bytes
+    try:
+        header = enc.outer.pack(msg)
+    except CodecError:
+        raise
+    except (TypeError, ValueError, OverflowError) as e:  # msgpack's own refusals (e.g. ints over 64 bits)
+        raise CodecError(f"cannot encode message: {e}") from None
+    finally:
+        frames, enc.frames = enc.frames, []
+    return [header, *frames]
 
 
 def _frame_bytes(frame: Any) -> Any:

@@ -84,10 +84,13 @@ class ZmqLink:
         s.setsockopt(zmq.RCVHWM, hwm)
         # libzmq drops a peer whose frame exceeds this before it is even buffered (fuzz / DoS guard)
         s.setsockopt(zmq.MAXMSGSIZE, int(max_frame_bytes) + 1024)
-        # ZMTP heartbeats detect dead TCP peers; reconnects back off exponentially up to the max
+        # ZMTP heartbeats detect dead TCP peers (half-open connections); the timeout is generous
+        # because dropping a live-but-starved connection would lose what is in flight on it. Prompt
+        # "peer gone" reports come from the application heartbeats (liveness.py). Reconnects back
+        # off exponentially up to the max.
         ivl_ms = max(int(heartbeat_s * 1000), 10)
         s.setsockopt(zmq.HEARTBEAT_IVL, ivl_ms)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * ivl_ms)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(10 * ivl_ms, 10_000))
         s.setsockopt(zmq.RECONNECT_IVL, max(int(reconnect_ivl_s * 1000), 1))
         s.setsockopt(zmq.RECONNECT_IVL_MAX, max(int(reconnect_ivl_max_s * 1000), 1))
         if kind == "router":
@@ -126,8 +129,10 @@ class ZmqLink:
             raise LinkBusy(f"{self.endpoint}: send queue full (peer not connected or not reading)") from None
 
     def recv(self, timeout_s: float) -> tuple[bytes, Frames] | None:
-        if not self.sock.poll(max(int(timeout_s * 1000), 0)):
-            return None
+        # a message already queued needs no poll() system call (the common case when batching)
+        if not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if timeout_s <= 0 or not self.sock.poll(max(int(timeout_s * 1000), 1)):
+                return None
         frames = self.sock.recv_multipart(copy=False)
         if self.kind == "router":
             return frames[0].bytes, frames[1:]

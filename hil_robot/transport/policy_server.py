@@ -253,9 +253,12 @@ class PolicyServer:
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the background thread (if any) and close the endpoint."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        else:
+            self.link.close()
 
     def status(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "policy_version": self.service.version,

@@ -6,9 +6,10 @@
     keys/private/<name>.key_secret  key pair (keep it on the machine that owns it, mode 0600)
 
 A CURVE *server* (whatever binds: policy server, weight publisher, transition receiver) loads its
-own ``private/<name>.key_secret`` and accepts only clients whose public key is in ``public/`` —
-removing a file there revokes that client. A CURVE *client* loads its own key pair and the
-server's ``public/server.key``. Peers without an authorised key never get a message through.
+own ``private/<name>.key_secret`` and accepts only clients whose public key is in ``public/``
+(read at start-up: remove a file there and restart the server to revoke that client). A CURVE
+*client* loads its own key pair and the server's ``public/server.key``. Peers without an
+authorised key never get a message through.
 """
 
 from __future__ import annotations
