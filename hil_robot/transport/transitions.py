@@ -10,6 +10,11 @@ queue is full the configured policy applies — ``block`` (backpressure: the cal
 ``block_s``, counted as ``blocked`` / ``blocked_s``, then the item is dropped), ``drop_newest`` or
 ``drop_oldest`` — and every drop is counted in ``counters["dropped"]``.
 
+Wire: every message is a control frame ``{"type": "step" | "end_episode" | "ping", "seq", "session",
+"base"}`` followed by the payload's frames (``{"type": "payload", "record": StepRecord.to_dict()}`` or
+``{"type": "payload", "success", "meta"}``). The payload is encoded once, in the caller's thread
+(so an unsendable record raises ``CodecError`` right there), and re-sends reuse its frames.
+
 ``TransitionReceiver`` (learner side, ROUTER, binds) persists items *in order* into its sink (a
 ``Recorder`` over the learner's own ``EpisodeStore``: ``add(StepRecord)``,
 ``end_episode(success, **meta)``), calls ``sink.flush()`` if it has one, and only then acknowledges them (cumulative ack per sender
@@ -63,7 +68,7 @@ class TransitionSender:
         self.ack_timeout_s, self.heartbeat_s = ack_timeout_s, heartbeat_s
         self.session = uuid.uuid4().hex[:16]
         self._queue: queue.Queue = queue.Queue(queue_size)
-        self._inflight: collections.OrderedDict[int, dict[str, Any]] = collections.OrderedDict()
+        self._inflight: collections.OrderedDict[int, tuple[str, list[Any]]] = collections.OrderedDict()
         self._next_seq = 0
         self.acked_upto = -1  # every seq <= this is persisted by the receiver
         self.counters = {"enqueued": 0, "sent": 0, "acked": 0, "resent": 0, "dropped": 0, "blocked": 0,
@@ -81,14 +86,21 @@ class TransitionSender:
         """Queue one step record; False if it was dropped (queue full)."""
         if not isinstance(step, StepRecord):
             raise TypeError(f"add() takes a hil_robot.types.StepRecord, got {type(step).__name__}")
-        return self._put({"type": "step", "record": step.to_dict()})
+        return self._put("step", {"type": "payload", "record": step.to_dict()})
 
     def end_episode(self, success: bool, **meta: Any) -> bool:
-        return self._put({"type": "end_episode", "success": bool(success), "meta": meta})
+        """Queue the end of the episode; ``meta`` must be msgpack-able (numpy arrays are fine)."""
+        return self._put("end_episode", {"type": "payload", "success": bool(success), "meta": meta})
 
-    def _put(self, item: dict[str, Any]) -> bool:
+    def _put(self, kind: str, payload: dict[str, Any]) -> bool:
         if self._closed.is_set():
             raise RuntimeError("TransitionSender is closed")
+        # encoded here, in the caller's thread: an unsendable record fails now, with a clear
+        # CodecError, instead of wedging the stream later; re-sends reuse these frames
+        item = (kind, encode(payload))
+        return self._enqueue(item)
+
+    def _enqueue(self, item: tuple[str, list[Any]]) -> bool:
         self._idle.clear()
         try:
             self._queue.put_nowait(item)
@@ -101,7 +113,7 @@ class TransitionSender:
                     self._drop("queue full, oldest item dropped")
                 except queue.Empty:
                     pass
-                return self._put(item)
+                return self._enqueue(item)
             t0 = time.monotonic()
             with self._count_lock:
                 self.counters["blocked"] += 1
@@ -147,10 +159,9 @@ class TransitionSender:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                item["seq"], item["session"] = self._next_seq, self.session
-                self._next_seq += 1
-                self._inflight[item["seq"]] = item
-                self._send(link, item)
+                seq, self._next_seq = self._next_seq, self._next_seq + 1
+                self._inflight[seq] = item
+                self._send(link, seq, item)
                 moved = True
             now = time.monotonic()
             if moved:
@@ -168,13 +179,13 @@ class TransitionSender:
                 link.close()
                 link = self._factory()
                 self.counters["reconnects"] += 1
-                for item in self._inflight.values():
-                    self._send(link, item)
+                for seq, item in self._inflight.items():
+                    self._send(link, seq, item)
                     self.counters["resent"] += 1
                 last_progress = last_send = now
             elif now - last_send > self.heartbeat_s:
                 try:
-                    link.send(encode({"type": "ping", "session": self.session, "seq": -1}))
+                    link.send(encode({"type": "ping", "session": self.session, "seq": -1, "base": self.acked_upto + 1}))
                 except LinkBusy:
                     pass
                 last_send = now
@@ -186,9 +197,10 @@ class TransitionSender:
 
     _close_by = float("inf")
 
-    def _send(self, link: Link, item: dict[str, Any]) -> None:
-        item["base"] = self.acked_upto + 1  # a fresh receiver starts its expectation here
-        frames = encode(item)
+    def _send(self, link: Link, seq: int, item: tuple[str, list[Any]]) -> None:
+        kind, payload = item
+        # control frame + the payload's frames; "base": where a fresh receiver starts expecting
+        frames = [*encode({"type": kind, "seq": seq, "session": self.session, "base": self.acked_upto + 1}), *payload]
         try:
             link.send(frames)
         except LinkBusy:
@@ -276,10 +288,12 @@ class TransitionReceiver:
             self.counters["received"] += 1
             self.counters["bytes_received"] += sum(memoryview(getattr(f, "buffer", f)).nbytes for f in frames)
             try:
-                msg = decode(frames, allowed_types=STREAM_TYPES, max_frame_bytes=self.max_frame_bytes)
+                msg = decode(frames[:1], allowed_types=STREAM_TYPES, max_frame_bytes=self.max_frame_bytes)
                 session, seq = str(msg["session"]), msg["seq"]
                 if not isinstance(seq, int) or not isinstance(msg.get("base", 0), int):
                     raise CodecError("'seq' and 'base' must be integers")
+                if msg["type"] != "ping":
+                    msg["payload"] = decode(frames[1:], allowed_types={"payload"}, max_frame_bytes=self.max_frame_bytes)
             except (CodecError, KeyError) as e:
                 self.counters["bad_frames"] += 1
                 self.link.send(encode(error_message(None, f"bad transition message: {e}", "bad_request")), peer=peer)
@@ -310,13 +324,14 @@ class TransitionReceiver:
         if seq > expected:  # a gap: wait for the sender's go-back-N re-send
             self.counters["out_of_order"] += 1
             return 0
+        payload = msg["payload"]
         try:
             if msg["type"] == "step":
-                self.sink.add(StepRecord.from_dict(msg["record"]))
+                self.sink.add(StepRecord.from_dict(payload["record"]))
                 self.counters["persisted_steps"] += 1
             else:
-                meta = msg.get("meta") or {}
-                self.sink.end_episode(bool(msg.get("success", False)), **meta)
+                meta = payload.get("meta") or {}
+                self.sink.end_episode(bool(payload.get("success", False)), **meta)
                 self.counters["episodes"] += 1
         except Exception as e:  # a bad record: report it, do not wedge the stream
             self.counters["rejected"] += 1

@@ -85,8 +85,8 @@ def test_duplicates_and_gaps_are_not_persisted_twice():
     link = hub.connect()
 
     def item(seq, base=0):
-        return encode({"type": "step", "session": "s", "seq": seq, "base": base,
-                       "record": small_step("ep", seq).to_dict()})
+        return [*encode({"type": "step", "session": "s", "seq": seq, "base": base}),
+                *encode({"type": "payload", "record": small_step("ep", seq).to_dict()})]
     for seq in (0, 1, 1, 3, 2):  # a re-sent 1, and 3 before 2
         link.send(item(seq))
     rx.poll_once(1.0)
@@ -131,6 +131,25 @@ def test_full_queue_applies_the_configured_policy_and_counts(on_full):
             assert c["blocked"] >= c["dropped"] and c["blocked_s"] >= 0.05 * c["dropped"] * 0.9
     finally:
         tx.close(timeout_s=0.1)
+
+
+def test_unsendable_items_fail_in_the_callers_thread_and_the_stream_goes_on():
+    sink = ListSink()
+    hub, rx, tx = pair(sink)
+    try:
+        from hil_robot.transport.codec import CodecError
+
+        with pytest.raises(CodecError, match="cannot send objects"):
+            tx.end_episode(True, callback=print)
+        bad = small_step("ep", 0)
+        bad.observation["images/front"] = np.array([object()])
+        with pytest.raises(CodecError, match="dtype object"):
+            tx.add(bad)
+        tx.add(small_step("ep", 0))
+        assert tx.flush(5.0) and [s.step for s in sink.steps] == [0]
+    finally:
+        tx.close()
+        rx.stop()
 
 
 def test_sender_reports_receiver_liveness():
