@@ -27,7 +27,8 @@ def node_actions(graph: str, overrides_text: str) -> list[Any]:
     for spec in node_plan(cfg, overrides):
         respawn = spec.restart != "never"  # launch respawns on any exit; on-failure is the pip runner's refinement
         common = {"name": spec.name, "output": "screen", "respawn": respawn,
-                  "respawn_delay": cfg.graph.restart_delay_s}
+                  "respawn_delay": cfg.graph.restart_delay_s,
+                  "respawn_max_retries": spec.max_restarts if respawn else -1}  # (launch >= Iron, so Jazzy has it)
         if spec.is_ros_node:
             actions.append(Node(package=ROS_PACKAGE, executable=spec.executable, namespace=spec.namespace or None,
                                 parameters=[spec.parameters] if spec.parameters else [],

@@ -94,8 +94,10 @@ def _install_fake_launch(monkeypatch):
             return context.launch_configurations[self.name]
 
     class ExecuteProcess:
-        def __init__(self, *, cmd, name=None, output="log", respawn=False, respawn_delay=None, **kw):
-            self.cmd, self.name, self.respawn = cmd, name, respawn
+        def __init__(self, *, cmd, name=None, output="log", respawn=False, respawn_delay=None, respawn_max_retries=-1,
+                     **kw):
+            assert not kw, f"ExecuteProcess got unexpected arguments {sorted(kw)}"
+            self.cmd, self.name, self.respawn, self.respawn_max_retries = cmd, name, respawn, respawn_max_retries
 
     class Node(ExecuteProcess):
         def __init__(self, *, executable, package=None, name=None, namespace=None, parameters=None,
@@ -132,6 +134,8 @@ def test_launch_files_derive_nodes_from_the_graph(monkeypatch, graph):
             assert act.package == "hil_robot_ros" and act.executable == spec.executable
             assert act.parameters == ([spec.parameters] if spec.parameters else [])
             assert act.arguments == list(spec.arguments) and act.respawn == (spec.restart != "never")
+            if act.respawn:
+                assert act.respawn_max_retries == spec.max_restarts
         else:
             assert act.cmd == ["hil-robot", *spec.arguments]
 
