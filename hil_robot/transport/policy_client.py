@@ -85,9 +85,11 @@ class PolicyClient:
             self._hb.start()
 
     # ------------------------------------------------------------------ Policy interface
-    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
-        """obs (observation dict) -> {"actions": f32[H, D], "policy_version", "timing", "rtt_ms", ...}."""
-        reply = self.request({"type": "infer", "obs": obs})
+    def infer(self, obs: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+        """obs (observation dict) -> {"actions": f32[H, D], "policy_version", "timing", "rtt_ms", ...}.
+
+        timeout_s: this request's deadline (default: the client's ``timeout_s``)."""
+        reply = self.request({"type": "infer", "obs": obs}, timeout_s=timeout_s)
         try:
             actions = validate_chunk(reply["actions"])
         except (KeyError, ContractError) as e:

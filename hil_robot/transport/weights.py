@@ -325,6 +325,9 @@ class WeightSubscriber:
         except WeightRejected as e:
             self._reject(e.reason, str(e))
             return
+        except Exception as e:  # e.g. the target's weight_spec() failed: never kill the bus thread
+            self._reject("load", f"cannot validate version {version}: {type(e).__name__}: {e}")
+            return
         with self._lock:
             self._staged = (version, int(header.get("step", -1)), arrays)
             self._accepted_version = version

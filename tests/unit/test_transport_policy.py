@@ -127,6 +127,10 @@ def test_timeout_raises_then_reconnects_when_the_server_returns():
         client.infer(OBS)
     assert time.monotonic() - t0 < 1.0
     assert client.counters == {**client.counters, "timeouts": 1, "reconnects": 1}
+    t0 = time.monotonic()
+    with pytest.raises(TransportTimeout, match="within 0.020 s"):
+        client.infer(OBS, timeout_s=0.02)  # a per-request deadline
+    assert time.monotonic() - t0 < 0.5
     server = PolicyServer(NullPolicy(), link=server_link, heartbeat_s=0.05).start()
     try:
         assert client.infer(OBS)["actions"].shape == (50, 7)  # late reply to the first request was skipped
