@@ -8,6 +8,7 @@
    one camera) in its own process; here a ``TopicRobot`` sends each command as TwistStamped +
    gripper JointState and waits for the observation the driver publishes after applying it.
    End-to-end command latency = command published -> resulting observation assembled here.
+   Then 10 e-stop cycles: ``estop`` published -> the driver's held state published (sim/status).
 
     python scripts/bench_ros.py [--quick] [--json PATH]
 """
@@ -207,6 +208,7 @@ def bench_loop(duration_s: float, env: dict[str, str]) -> dict[str, float]:
             lat_ms.append((time.monotonic() - t_send) * 1e3)
             k += 1
             time.sleep(max(0.0, t0 + k * period - time.monotonic()))
+        estop_ms = _estop_cycles(node, robot, 10)
     finally:
         ex.shutdown()
         rclpy.shutdown(context=ctx)
@@ -217,7 +219,39 @@ def bench_loop(duration_s: float, env: dict[str, str]) -> dict[str, float]:
             driver.kill()
     lat = np.array(lat_ms[5:])  # skip warm-up
     return {"ros_loop_latency_p50_ms": float(np.percentile(lat, 50)), "ros_loop_latency_p99_ms": float(np.percentile(lat, 99)),
-            "ros_loop_ticks": float(len(lat_ms))}
+            "ros_loop_ticks": float(len(lat_ms)), **estop_ms}
+
+
+def _estop_cycles(node, robot, n: int) -> dict[str, float]:
+    """e-stop published -> the driver's held state published (its sim/status says estopped), n times."""
+    from std_msgs.msg import Bool, String
+
+    from hil_robot_ros import convert
+    from hil_robot_ros.qos import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+
+    held: list[int] = []
+    node.create_subscription(String, "sim/status", lambda m: (lambda d: d.get("estopped") and held.append(int(d["stamp_ns"])))(
+        convert.msg_to_json(m)), SENSOR_QOS)
+    estop = node.create_publisher(Bool, "estop", LATCHED_QOS)
+    reset = node.create_publisher(Bool, "estop/reset", COMMAND_QOS)
+    time.sleep(1.0)  # discovery of the new endpoints
+    out = []
+    for _ in range(n):
+        t_ns = node.get_clock().now().nanoseconds
+        estop.publish(Bool(data=True))
+        end = time.monotonic() + 5.0
+        while time.monotonic() < end and not any(h >= t_ns for h in held):
+            time.sleep(0.001)
+        hit = [h for h in held if h >= t_ns]
+        if hit:
+            out.append((min(hit) - t_ns) / 1e6)
+        estop.publish(Bool(data=False))
+        reset.publish(Bool(data=True))
+        time.sleep(0.3)
+        robot.send_action(np.zeros(7, np.float32))  # a fresh step after the reset
+    a = np.array(out) if out else np.array([np.nan])
+    return {"ros_estop_hold_p50_ms": float(np.median(a)), "ros_estop_hold_max_ms": float(a.max()),
+            "ros_estop_cycles": float(len(out))}
 
 
 def main(argv: list[str] | None = None) -> int:
