@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "receive-transitions": ("hil_robot.transport.cli:receive_transitions", "learner host: persist a remote controller's transition stream into a store"),
     "controller": ("hil_robot.control.cli:controller", "run the control loop against the sim robot"),
     "train-bc": ("hil_robot.learn.cli:train_bc", "train the VLA with (weighted) BC from a store"),
+    "train-critic": ("hil_robot.learn.critic:train_critic_cli", "train the progress critic from a store (or sim rollouts)"),
     "learner": ("hil_robot.learn.cli:learner", "background learner: tail a store, train, publish weights"),
     "run": ("hil_robot.run:run", "the embedded sim human-in-the-loop run (main job)"),
     "eval": ("hil_robot.run:evaluate", "operator-free evaluation of a checkpoint"),

@@ -103,3 +103,33 @@ class RemoteCriticBackend:
             deltas.append(np.clip(delta, -1, 1))
             dones.append(np.clip(p_done, 0, 1))
         return np.concatenate(deltas), np.concatenate(dones)
+
+
+def make_critic_backend(cfg: Any) -> Any:
+    """RootConfig -> CriticBackend: remote when ``critic.endpoint`` is set, else the local network
+    loaded from ``critic.checkpoint``."""
+    cc = cfg.critic
+    if cc.endpoint:
+        from hil_robot.transport.policy_client import PolicyClient
+        from hil_robot.transport.security import keys_from_config
+
+        client = PolicyClient(cc.endpoint, timeout_s=cc.timeout_s, curve=keys_from_config(cfg.transport, server=False))
+        return RemoteCriticBackend(client)
+    if not cc.checkpoint:
+        raise ValueError("no progress critic configured: set critic.checkpoint=DIR (from `hil-robot train-critic`) "
+                         "or critic.endpoint=tcp://host:port (a served critic)")
+    import torch
+
+    from policies.checkpoint import load_critic
+    from policies.critic import LocalCriticBackend
+
+    device = cc.device if cc.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    return LocalCriticBackend(load_critic(cc.checkpoint), device=device)
+
+
+def critic_service(cfg: Any) -> CriticPolicyAdapter:
+    """Factory for ``hil-robot serve-policy policy_factory=policies.critic_remote:critic_service
+    critic.checkpoint=DIR``: the local critic behind the policy server."""
+    if cfg.critic.endpoint:
+        raise ValueError("critic.endpoint is set: this process would forward to another server; unset it to serve")
+    return CriticPolicyAdapter(make_critic_backend(cfg))

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from hil_robot.config._build import ConfigError, build, choice, in_range, positive
 from hil_robot.config.control import ControlConfig
+from hil_robot.config.critic import CriticConfig
 from hil_robot.config.experiment import ExperimentConfig
 from hil_robot.config.graph import GraphConfig, NodeSpec
 from hil_robot.config.learner import LearnerConfig, SiriusWeights
@@ -24,7 +25,7 @@ from hil_robot.config.teleop import SimOperatorConfig, TeleopConfig
 from hil_robot.config.transport import TransportConfig
 
 __all__ = [
-    "ConfigError", "RootConfig", "load_config", "config_dir", "build", "choice", "in_range", "positive",
+    "ConfigError", "CriticConfig", "RootConfig", "load_config", "config_dir", "build", "choice", "in_range", "positive",
     "ExperimentConfig", "LearnerConfig", "SiriusWeights", "PolicyConfig", "RobotConfig", "SafetyConfig",
     "SimConfig", "SimOperatorConfig", "TeleopConfig", "TransportConfig", "ControlConfig", "GraphConfig", "NodeSpec",
 ]
@@ -41,6 +42,7 @@ class RootConfig:
     transport: TransportConfig = dataclasses.field(default_factory=TransportConfig)
     control: ControlConfig = dataclasses.field(default_factory=ControlConfig)
     graph: GraphConfig = dataclasses.field(default_factory=GraphConfig)
+    critic: CriticConfig = dataclasses.field(default_factory=CriticConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,16 +1,17 @@
 """Train the progress critic from episodes, label rewards with it, score/filter demos (DESIGN §4).
 
-Training pairs (frames a, b of one episode, its instruction):
+Training pairs (frames a, b of one episode, its instruction; all ordered pairs among a few frames
+of each sampled episode, so each frame is encoded once per step):
 
 * successful episodes: progress p_i = i / (T - 1) (normalised time); target Δ = p_b - p_a for
   random pairs in both orders (reversed pairs give negative targets); done = 1 on the last
   ``done_last_k`` frames, else 0;
 * failed episodes: target Δ = 0 (no progress towards the goal) with weight ``fail_weight``, done = 0;
 * mismatched instructions: a success pair scored against another task's instruction: Δ = 0, done = 0;
-* done-focused pairs: b = a final frame of a success, so positives are not rare.
+* done-focused groups include a final frame of a success, so done positives are not rare.
 
     episodes = episodes_from_store(["runs/x/store"], cameras=("front", "wrist"))
-    critic, metrics = train_critic(episodes, CriticTrainSettings(steps=1500))
+    critic, metrics = train_critic(episodes, CriticTrainSettings(steps=600))
     rewards = label_rewards(LocalCriticBackend(critic), replay_batch)
 """
 
@@ -57,13 +58,16 @@ class CriticEpisode:
 
 @dataclasses.dataclass
 class CriticTrainSettings:
-    steps: int = 1500
-    batch_size: int = 64
-    lr: float = 1e-3
+    steps: int = 600
+    episodes_per_batch: int = 8  # episode groups per step
+    frames_per_episode: int = 4  # frames drawn from each; all ordered pairs within a group are trained
+    lr: float = 2e-3
     weight_decay: float = 1e-4
+    fail_fraction: float = 0.3  # share of groups drawn from failed episodes
     fail_weight: float = 0.5
+    mismatch_fraction: float = 0.25  # share of success groups also scored against another instruction
     done_last_k: int = 2
-    mix: tuple[float, float, float, float] = (0.55, 0.2, 0.1, 0.15)  # success, failure, mismatch, done-focused
+    done_focus: float = 0.5  # chance that a success group includes one of its final frames
     done_loss_weight: float = 0.5
     seed: int = 0
     device: str = "cpu"
@@ -94,7 +98,9 @@ def episodes_from_store(paths: Sequence[str], cameras: Sequence[str], min_steps:
 
 
 class PairSampler:
-    """Holds all frames in flat arrays and draws training pairs with their targets."""
+    """Holds all frames in flat arrays and draws training groups: a few frames from each of a few
+    episodes. Every frame is encoded once per step and all ordered pairs within a group are
+    trained, which is far cheaper than encoding two fresh frames per pair."""
 
     def __init__(self, episodes: Sequence[CriticEpisode], settings: CriticTrainSettings,
                  other_instructions: Sequence[str] = DEFAULT_OTHER_INSTRUCTIONS) -> None:
@@ -104,9 +110,8 @@ class PairSampler:
         self.rng = np.random.default_rng(settings.seed)
         keys = list(episodes[0].frames)
         self.frames = {k: np.concatenate([e.frames[k] for e in episodes]) for k in keys}
-        lengths = np.array([len(e) for e in episodes])
-        self.starts = np.r_[0, np.cumsum(lengths)[:-1]]
-        self.lengths = lengths
+        self.lengths = np.array([len(e) for e in episodes])
+        self.starts = np.r_[0, np.cumsum(self.lengths)[:-1]]
         self.success = np.array([e.success for e in episodes])
         self.instructions = [e.instruction for e in episodes]
         own = set(self.instructions)
@@ -114,32 +119,51 @@ class PairSampler:
         self.succ_ids = np.flatnonzero(self.success)
         self.fail_ids = np.flatnonzero(~self.success)
 
-    def sample(self, b: int) -> dict[str, Any]:
+    def sample(self) -> dict[str, Any]:
+        """-> frames ``idx`` [N]; per-frame ``done`` [N] and ``frame_text`` (N strings); pairs
+        ``pa``/``pb`` (positions into idx) with ``delta``, ``weight`` and ``pair_text`` (strings);
+        extra done negatives ``neg_frames`` (positions) with ``neg_text`` (mismatched instructions)."""
         rng, s = self.rng, self.s
-        mix = np.asarray(s.mix, float)
-        if len(self.fail_ids) == 0:
-            mix[1] = 0.0
-        kinds = rng.choice(4, size=b, p=mix / mix.sum())
-        ia, ib = np.empty(b, np.int64), np.empty(b, np.int64)
-        delta, done, weight = np.zeros(b, np.float32), np.zeros(b, np.float32), np.ones(b, np.float32)
-        texts: list[str] = []
-        for n, kind in enumerate(kinds):
-            ep = rng.choice(self.fail_ids) if kind == 1 else rng.choice(self.succ_ids)
-            t = self.lengths[ep]
-            i, j = rng.integers(0, t, size=2)
-            if kind == 3:  # done-focused: b is one of the final frames
-                j = t - 1 - rng.integers(0, min(s.done_last_k, t))
-            ia[n], ib[n] = self.starts[ep] + i, self.starts[ep] + j
-            if kind in (0, 3):
-                delta[n] = (j - i) / max(t - 1, 1)
-                done[n] = float(j >= t - s.done_last_k)
-                texts.append(self.instructions[ep])
-            elif kind == 1:
-                weight[n] = s.fail_weight
-                texts.append(self.instructions[ep])
-            else:
-                texts.append(self.others[rng.integers(len(self.others))])
-        return {"a": ia, "b": ib, "delta": delta, "done": done, "weight": weight, "text": texts}
+        m = s.frames_per_episode
+        idx, done, frame_text = [], [], []
+        pa, pb, delta, weight, pair_text = [], [], [], [], []
+        neg_frames, neg_text = [], []
+        for g in range(s.episodes_per_batch):
+            fail = len(self.fail_ids) > 0 and rng.random() < s.fail_fraction
+            ep = int(rng.choice(self.fail_ids if fail else self.succ_ids))
+            t = int(self.lengths[ep])
+            local = rng.integers(0, t, size=m)
+            if not fail and rng.random() < s.done_focus:
+                local[0] = t - 1 - rng.integers(0, min(s.done_last_k, t))
+            base = len(idx)
+            idx.extend(self.starts[ep] + local)
+            text = self.instructions[ep]
+            frame_text.extend([text] * m)
+            done.extend([0.0 if fail else float(i >= t - s.done_last_k) for i in local])
+            progress = local / max(t - 1, 1)
+            mismatch = (not fail) and rng.random() < s.mismatch_fraction
+            other = self.others[int(rng.integers(len(self.others)))]
+            for i in range(m):
+                for j in range(m):
+                    pa.append(base + i)
+                    pb.append(base + j)
+                    delta.append(0.0 if fail else progress[j] - progress[i])
+                    weight.append(s.fail_weight if fail else 1.0)
+                    pair_text.append(text)
+                    if mismatch:  # the same frames against another task's instruction: no progress
+                        pa.append(base + i)
+                        pb.append(base + j)
+                        delta.append(0.0)
+                        weight.append(1.0)
+                        pair_text.append(other)
+            if mismatch:
+                neg_frames.extend(range(base, base + m))
+                neg_text.extend([other] * m)
+        f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+        return {"idx": np.asarray(idx, np.int64), "done": f32(done), "frame_text": frame_text,
+                "pa": np.asarray(pa, np.int64), "pb": np.asarray(pb, np.int64), "delta": f32(delta),
+                "weight": f32(weight), "pair_text": pair_text, "neg_frames": np.asarray(neg_frames, np.int64),
+                "neg_text": neg_text}
 
     def gather(self, idx: np.ndarray, device: torch.device) -> dict[str, Any]:
         images = {k[len("images/"):]: torch.from_numpy(v[idx]).to(device) for k, v in self.frames.items()
@@ -147,14 +171,20 @@ class PairSampler:
         return {"images": images, "state": torch.from_numpy(self.frames["state"][idx]).to(device)}
 
 
-def critic_loss(model: ProgressCritic, sampler: PairSampler, pairs: Mapping[str, Any], device: torch.device,
+def critic_loss(model: ProgressCritic, sampler: PairSampler, group: Mapping[str, Any], device: torch.device,
                 settings: CriticTrainSettings) -> tuple[torch.Tensor, dict[str, float]]:
-    text = torch.from_numpy(embed_instructions(pairs["text"])).to(device)
-    delta, done_logit = model(sampler.gather(pairs["a"], device), sampler.gather(pairs["b"], device), text)
-    target = torch.from_numpy(pairs["delta"]).to(device)
-    done_t = torch.from_numpy(pairs["done"]).to(device)
-    w = torch.from_numpy(pairs["weight"]).to(device)
+    feats = model.frame_features(sampler.gather(group["idx"], device))  # [N, f], each frame encoded once
+    pa, pb = torch.from_numpy(group["pa"]).to(device), torch.from_numpy(group["pb"]).to(device)
+    pair_text = torch.from_numpy(embed_instructions(group["pair_text"])).to(device)
+    delta, _ = model.heads(feats[pa], feats[pb], pair_text)
+    target = torch.from_numpy(group["delta"]).to(device)
+    w = torch.from_numpy(group["weight"]).to(device)
     delta_loss = (w * (delta - target).pow(2)).sum() / w.sum()
+    # done: every frame with its own instruction, plus mismatched-instruction negatives
+    frame_text = embed_instructions(list(group["frame_text"]) + list(group["neg_text"]))
+    rows = torch.from_numpy(np.r_[np.arange(len(group["idx"])), group["neg_frames"]].astype(np.int64)).to(device)
+    done_t = torch.from_numpy(np.r_[group["done"], np.zeros(len(group["neg_frames"]), np.float32)]).to(device)
+    _, done_logit = model.heads(feats[rows], feats[rows], torch.from_numpy(frame_text).to(device))
     pos = done_t.mean().clamp(0.05, 0.95)
     done_loss = F.binary_cross_entropy_with_logits(done_logit, done_t, pos_weight=(1 - pos) / pos)
     loss = delta_loss + settings.done_loss_weight * done_loss
@@ -184,7 +214,7 @@ def train_critic(episodes: Sequence[CriticEpisode], settings: CriticTrainSetting
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     for step in range(settings.steps):
-        loss, metrics = critic_loss(model, sampler, sampler.sample(settings.batch_size), device, settings)
+        loss, metrics = critic_loss(model, sampler, sampler.sample(), device, settings)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -282,3 +312,58 @@ def collect_sim_episodes(task: str, n_success: int, n_failure: int, *, image_hw:
             frames["state"] = np.stack([o["state"] for o in observations]).astype(np.float32)
             out.append(CriticEpisode(frames, str(obs["prompt"]), success, f"{task}-{ep_seed}"))
     return out
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def train_critic_cli(argv: list[str]) -> int:
+    """``hil-robot train-critic store=runs/x/store out=runs/x/critic [steps=600] [holdout=0.2]``
+
+    Trains on a store's episodes (or, with ``store=sim``, on freshly rolled-out scripted-expert
+    successes and failures of ``sim.task``), saves the critic checkpoint to ``out`` and prints the
+    held-out ranking (Spearman of value with time) and success-detection figures."""
+    import json
+    from pathlib import Path
+
+    from hil_robot.cli import parse_command_args
+    from policies.checkpoint import save_critic
+    from policies.critic import LocalCriticBackend
+
+    opts, cfg = parse_command_args(argv, options={
+        "store": "", "out": "", "steps": 600, "episodes_per_batch": 8, "lr": 2e-3, "holdout": 0.2,
+        "sim_successes": 40, "sim_failures": 16, "min_spearman": 0.8, "threads": 2})
+    if not opts["store"] or not opts["out"]:
+        print("usage: hil-robot train-critic store=PATH[,PATH...]|sim out=DIR [steps=600] [holdout=0.2]")
+        return 2
+    torch.set_num_threads(int(opts["threads"]))
+    cams = tuple(cfg.sim.cameras)
+    if opts["store"] == "sim":
+        episodes = collect_sim_episodes(cfg.sim.task, int(opts["sim_successes"]), int(opts["sim_failures"]),
+                                        image_hw=(cfg.sim.image_height, cfg.sim.image_width), cameras=cams,
+                                        seed=cfg.experiment.seed)
+    else:
+        episodes = episodes_from_store(opts["store"].split(","), cams)
+    rng = np.random.default_rng(cfg.experiment.seed)
+    order = rng.permutation(len(episodes))
+    n_hold = int(round(len(episodes) * float(opts["holdout"])))
+    held = [episodes[i] for i in order[:n_hold]]
+    train = [episodes[i] for i in order[n_hold:]]
+    settings = CriticTrainSettings(steps=int(opts["steps"]), episodes_per_batch=int(opts["episodes_per_batch"]), lr=float(opts["lr"]),
+                                   seed=cfg.experiment.seed)
+    model, metrics = train_critic(train, settings)
+    report = {"train_episodes": len(train), "heldout_episodes": len(held), "train_s": round(metrics["train_s"], 1)}
+    if held:
+        backend = LocalCriticBackend(model)
+        scores = score_episodes(backend, held)
+        succ = [s for s in scores if s["success"]]
+        fail = [s for s in scores if not s["success"]]
+        if succ:
+            report["heldout_spearman_mean"] = float(np.nanmean([s["spearman"] for s in succ]))
+        if succ and fail:
+            rates = detection_rates([s["p_done"][-1] for s in succ], np.concatenate([s["p_done"] for s in fail]))
+            report.update({f"heldout_{k}": v for k, v in rates.items()})
+    out = save_critic(opts["out"], model, step=settings.steps, extra=report)
+    print(json.dumps(report, indent=2))
+    print(f"critic saved to {Path(out)}")
+    return 0

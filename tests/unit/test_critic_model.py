@@ -90,18 +90,22 @@ def test_pair_sampler_targets():
     rng = np.random.default_rng(3)
     succ = CriticEpisode(frames(rng, 11), "pick up the red cube", True)
     fail = CriticEpisode(frames(rng, 8), "pick up the red cube", False)
-    s = PairSampler([succ, fail], CriticTrainSettings(seed=0, done_last_k=2))
-    pairs = s.sample(400)
-    a, b = pairs["a"], pairs["b"]
-    in_succ = (a < 11) & (b < 11)
-    matched = np.array([t == "pick up the red cube" for t in pairs["text"]])
+    s = PairSampler([succ, fail], CriticTrainSettings(seed=0, done_last_k=2, episodes_per_batch=40, frames_per_episode=3))
+    g = s.sample()
+    idx = g["idx"]
+    assert len(idx) == 120 and len(g["frame_text"]) == 120
+    fa, fb = idx[g["pa"]], idx[g["pb"]]
+    matched = np.array([t == "pick up the red cube" for t in g["pair_text"]])
+    in_succ = fa < 11
     sel = in_succ & matched
-    np.testing.assert_allclose(pairs["delta"][sel], (b[sel] - a[sel]) / 10.0, atol=1e-6)
-    assert (pairs["delta"][sel] < 0).any()  # reversed pairs present
-    assert np.all(pairs["done"][sel] == (b[sel] >= 9))
-    assert np.all(pairs["delta"][~matched] == 0) and (~matched).any()  # mismatched instructions
-    fail_sel = (a >= 11)
-    assert fail_sel.any() and np.all(pairs["delta"][fail_sel] == 0) and np.all(pairs["done"][fail_sel] == 0)
+    np.testing.assert_allclose(g["delta"][sel], (fb[sel] - fa[sel]) / 10.0, atol=1e-6)
+    assert (g["delta"][sel] < 0).any() and (g["delta"][sel] > 0).any()  # reversed pairs present
+    assert np.all((fa < 11) == (fb < 11))  # pairs never mix episodes
+    np.testing.assert_array_equal(g["done"], ((idx < 11) & (idx >= 9)).astype(np.float32))
+    assert (~matched).any() and np.all(g["delta"][~matched] == 0)  # mismatched instructions
+    assert len(g["neg_frames"]) == len(g["neg_text"]) > 0
+    fail_sel = fa >= 11
+    assert fail_sel.any() and np.all(g["delta"][fail_sel] == 0) and np.all(g["weight"][fail_sel] == 0.5)
     with pytest.raises(ValueError, match="successful"):
         PairSampler([fail], CriticTrainSettings())
 
