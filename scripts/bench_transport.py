@@ -20,6 +20,7 @@ Anchors printed alongside were measured earlier on this machine with LeRobot (gR
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -65,6 +66,7 @@ def _serve_hil(port: int, weights_port: int, n_params: int, ready: Any) -> None:
     policy = NullPolicy(horizon=50, action_dim=7, n_params=n_params)
     sub = WeightSubscriber(f"tcp://127.0.0.1:{weights_port}", policy, heartbeat_s=0.1) if weights_port else None
     server = PolicyServer(policy, f"tcp://127.0.0.1:{port}", weights=sub, heartbeat_s=0.5)
+    gc.freeze()  # as `hil-robot serve-policy` does
     ready.set()
     server.serve_forever()
 
@@ -262,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in res.items():
         anchor = ANCHORS.get(k)
         print(f"{k:<34} {v:>12.3f} {GOALS.get(k, ''):>9} {'' if anchor is None else f'{anchor:>17.1f}'}")
-    print(f"\nnaive baseline = pickle over REQ/REP (benchmark only): p50 {res['baseline_rtt_p50_ms']:.3f} ms; "
-          f"hil_robot is {res['baseline_rtt_p50_ms'] / res['policy_rtt_p50_ms']:.1f}x faster at p50. "
+    print(f"\nnaive baseline = pickle over REQ/REP, same run (benchmark only; the project never pickles): "
+          f"p50 {res['baseline_rtt_p50_ms']:.3f} ms vs hil_robot {res['policy_rtt_p50_ms']:.3f} ms "
+          f"(validated msgpack, request ids, timeouts, error replies). "
           f"LeRobot gRPC async inference anchor: p50 18.6 ms / p99 34.1 ms.")
     print(f"machine: {os.cpu_count()} cpus, load avg {os.getloadavg()[0]:.2f}")
     if args.json:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import signal
@@ -70,6 +71,7 @@ def serve_policy(argv: list[str]) -> int:
                           batch_window_s=t.batch_window_s, heartbeat_s=t.heartbeat_s)
     print(f"serving policy {cfg.policy.name!r} on {server.endpoint} (CURVE {'on' if t.curve_keys_dir else 'off'})",
           flush=True)
+    gc.freeze()  # the model and libraries are long-lived: keep them out of the collector's full passes
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
