@@ -255,3 +255,32 @@ def test_teleop_node_turns_joy_into_operator_commands_and_estop(ros):
     assert ros.spin_until(driving), [(c.mode, c.action) for c in cmds[-3:]]
     buttons[8] = 1  # the e-stop button
     assert ros.spin_until(lambda: (feed(), True in estops)[1]), "no latched estop from the e-stop button"
+
+
+def test_topic_operator_and_policy_semantics():
+    import threading
+
+    from hil_robot.types import OperatorCommand, OperatorMode
+    from hil_robot_ros.topic_robot import StampIndex, TopicOperator, TopicPolicy
+
+    now = [100.0]
+    op = TopicOperator(lambda: now[0], max_age_s=0.5)
+    assert op.command({}, {}) is None  # nothing received: hands off
+    op.on_command(OperatorCommand(timestamp_s=0.0, mode=OperatorMode.TAKEOVER, action=np.ones(7, np.float32)))
+    op.on_command(OperatorCommand(timestamp_s=0.0, mark="success"))
+    op.on_command(OperatorCommand(timestamp_s=0.0, mode=OperatorMode.TAKEOVER))
+    assert op.command({}, {}).mark == "success"  # a mark between two ticks is not lost
+    assert op.command({}, {}).mode == OperatorMode.TAKEOVER
+    now[0] += 1.0
+    assert op.command({}, {}) is None  # stale: the controller sees hands-off
+
+    stamps = StampIndex()
+    stamps.put(5.0, 1000)
+    pol = TopicPolicy(stamps, timeout_s=2.0)
+    pol.on_chunk({"obs_stamp_ns": 900, "actions": np.zeros((2, 7), np.float32), "policy_version": 1})
+    threading.Timer(0.1, pol.on_chunk, args=({"obs_stamp_ns": 1000, "actions": np.ones((2, 7), np.float32),
+                                             "policy_version": 2},)).start()
+    out = pol.infer({"timestamp_s": 5.0})  # waits for the chunk that answers this observation
+    assert out["policy_version"] == 2 and out["actions"].shape == (2, 7)
+    with pytest.raises(TimeoutError, match="policy_bridge"):
+        TopicPolicy(stamps, timeout_s=0.1).infer({"timestamp_s": 5.0})
