@@ -9,6 +9,7 @@ Uses its own MjData so solving never disturbs the simulation state. One iteratio
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import mujoco
 import numpy as np
@@ -83,7 +84,7 @@ class DampedLeastSquaresIK:
         final_check False skips the last forward kinematics (the per-tick path): the reported errors
         are then those before the last update.
         """
-        q = np.clip(np.asarray(q_init, float), self.lo, self.hi)
+        q = np.minimum(np.maximum(np.asarray(q_init, float), self.lo), self.hi)
         m, d = self.model, self.data
         e = np.zeros(6)
         pos_err = rot_err = float("inf")
@@ -95,7 +96,7 @@ class DampedLeastSquaresIK:
                 start_pos = pos
             e[:3] = target_pos - pos
             e[3:] = rot_error(target_quat, quat)
-            pos_err, rot_err = float(np.linalg.norm(e[:3])), float(np.linalg.norm(e[3:]))
+            pos_err, rot_err = math.sqrt(e[:3] @ e[:3]), math.sqrt(e[3:] @ e[3:])
             if pos_err < tol_pos_m and rot_err < tol_rot_rad:
                 it -= 1
                 break
@@ -116,7 +117,7 @@ class DampedLeastSquaresIK:
             z = self.null_gain * (self.q_home - q)
             mujoco.mju_cholSolve(self._y2, A, J @ z)
             dq = J.T @ (y - self._y2) + z
-            q = np.clip(q + dq, self.lo, self.hi)
+            q = np.minimum(np.maximum(q + dq, self.lo), self.hi)
         else:
             if final_check:
                 pos, quat = self.fk(q)

@@ -133,16 +133,17 @@ class SimWorld:
         if a.shape != (ACTION_DIM,):
             raise ValueError(f"action must have shape ({ACTION_DIM},) [dx,dy,dz,drx,dry,drz,gripper], got {a.shape}")
         limits: list[str] = []
-        if not np.all(np.isfinite(a)):
+        if not np.isfinite(a).all():
             limits.append("nan_hold")  # hold pose and gripper; nothing non-finite reaches physics
             a = np.array([0, 0, 0, 0, 0, 0, self.gripper_cmd], dtype=np.float64)
-        elif np.any(np.abs(a) > 1.0):
+        elif (np.abs(a) > 1.0).any():
             limits.append("clip_action")
             a = np.clip(a, -1.0, 1.0)
         st = self.state()
         pos, quat = st[0:3].astype(np.float64), st[3:7].astype(np.float64)
         base_pos, base_quat = self.target_pos, self.target_quat
-        if np.linalg.norm(base_pos - pos) > RESYNC_M:
+        dp = base_pos - pos
+        if dp @ dp > RESYNC_M * RESYNC_M:
             base_pos, base_quat = pos, quat
         target_pos = base_pos + a[:3] * self.max_pos
         target_quat = quat_normalize(quat_mul(quat_from_rotvec(a[3:6] * self.max_rot), base_quat))
@@ -167,18 +168,19 @@ class SimWorld:
 
     def _set_target(self, pos: np.ndarray, quat: np.ndarray, gripper: float, iters: int) -> list[str]:
         limits = []
-        clipped = np.clip(pos, self.ws_min, self.ws_max)
-        if np.any(clipped != pos):
+        clipped = np.minimum(np.maximum(pos, self.ws_min), self.ws_max)
+        if (clipped != pos).any():
             limits.append("workspace")
         prev_target = self.target_pos
         self.target_pos, self.target_quat = clipped, quat
-        self.gripper_cmd = float(np.clip(gripper, -1.0, 1.0))
+        self.gripper_cmd = min(1.0, max(-1.0, float(gripper)))
         if iters > 2:  # absolute pose target: converge now and check the result
             res = self.ik.solve(clipped, quat, self.q_target, max_iters=iters)
             unreachable = res.pos_err_m > 0.01 or res.rot_err_rad > 0.1
         else:  # per tick: warm-started, the residual of the previous tick tells whether IK keeps up
             res = self.ik.solve(clipped, quat, self.q_target, max_iters=iters, final_check=False)
-            unreachable = res.start_pos is not None and float(np.linalg.norm(res.start_pos - prev_target)) > 0.01
+            r = res.start_pos - prev_target if res.start_pos is not None else np.zeros(3)
+            unreachable = float(r @ r) > 0.01 * 0.01
         if unreachable:
             limits.append("ik_unreachable")
         self.q_target = res.qpos
