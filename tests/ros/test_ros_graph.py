@@ -105,6 +105,7 @@ class Observer:
         self.sources: list[str] = []
         self.steps: list[tuple[float, dict]] = []
         self.pose_stamps: list[tuple[int, np.ndarray]] = []
+        self.starts: list[float] = []
         self.status: list[tuple[int, bool]] = []
         n = self.node
         n.create_subscription(JointState, "joint_states", lambda m: self.t["joint_states"].append(time.monotonic()), SENSOR_QOS)
@@ -142,6 +143,8 @@ class Observer:
 
         d = json.loads(msg.data)
         self.t["step"].append(time.monotonic())
+        if d.get("event") == "start":
+            self.starts.append(time.monotonic())
         if d.get("event") == "step":
             self.sources.append(d["labels"]["source"])
             self.steps.append((time.monotonic(), d["labels"]))
@@ -207,10 +210,12 @@ def test_sim_graph_over_dds(ros_env, tmp_path, free_port):
         late = np.array([p for t, p in obs.poses if t >= t_e + 1.5])
         # (contact with a grasped cube may still nudge the held arm by a fraction of a millimetre)
         assert np.abs(late - late[0]).max() < 2e-3, "the arm kept moving while the e-stop was latched"
-        # the controller latched it: every tick after it is a stop, flagged "estop", with zero motion
+        # the controller latched it: every tick after it is a stop flagged "estop" with zero motion, and
+        # when the episode ends meanwhile, no new one starts (its reset would move the arm)
         latched = [lab for t, lab in obs.steps if t >= t_e + 0.2]
-        assert latched and all("estop" in lab["safety_flags"] for lab in latched), latched[-1:]
+        assert all("estop" in lab["safety_flags"] for lab in latched), latched[-1:]
         assert all(np.allclose(np.asarray(lab["action_executed"], float)[:6], 0.0) for lab in latched)
+        assert not [t for t in obs.starts if t >= t_e + 0.2], "an episode started while the e-stop was latched"
         # only an explicit reset clears it (the latched topic itself is set back to false first)
         obs.estop_pub.publish(Bool(data=False))
         t_r = time.monotonic()
