@@ -245,7 +245,7 @@ def main() -> int:
     ap.add_argument("--json", default="")
     ap.add_argument("--policy", default="", help="vla | expert | null, served by a separate process (default: vla with "
                     "--robot sim, null with --robot kinematic, whose observations have no real camera images)")
-    ap.add_argument("--seconds", type=float, default=0.0, help="loop timing duration (default 60, quick 20)")
+    ap.add_argument("--seconds", type=float, default=0.0, help="loop timing duration (default 60, quick 15)")
     ap.add_argument("--rt-priority", type=int, default=0, help="control.rt_priority for the loop thread (0 = normal)")
     ap.add_argument("--robot", default="sim", choices=("sim", "kinematic"), help="sim: MuJoCo SimRobot (default)")
     ap.add_argument("--observe-lead-s", type=float, default=0.0, help="control.observe_lead_s (0 = send when decided)")
@@ -254,7 +254,7 @@ def main() -> int:
         # Mesa llvmpipe renders in its own worker threads at normal priority, where a loaded box
         # starves them; with a real-time loop thread render in that thread instead.
         os.environ.setdefault("LP_NUM_THREADS", "0")
-    seconds = args.seconds or (20.0 if args.quick else 60.0)
+    seconds = args.seconds or (15.0 if args.quick else 60.0)
     args.policy = args.policy or ("vla" if args.robot == "sim" else "null")
     cuts = 10 if args.quick else 40
     res = bench_loop(args.policy, seconds, args.rt_priority, args.observe_lead_s, args.robot)
