@@ -222,7 +222,8 @@ def bench_transitions(n: int) -> dict[str, float]:
     proc = _start(_receive_transitions, port)
     records = [step_record("bench", i) for i in range(200)]  # two 128x128 cameras + state + task_state
     try:
-        tx = TransitionSender(f"tcp://127.0.0.1:{port}", queue_size=4096, window=512)
+        # backpressure may throttle the producer but must never drop here: the stream is measured lossless
+        tx = TransitionSender(f"tcp://127.0.0.1:{port}", queue_size=4096, window=512, block_s=60.0)
         for r in records[:100]:
             tx.add(r)
         assert tx.flush(30)
@@ -248,17 +249,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n_rtt = 2000 if args.quick else 10000
     res: dict[str, float] = {}
-    res.update(bench_policy_rtt(n_rtt))
-    res.update(bench_pickle_baseline(n_rtt))
+
+    def note(part: dict[str, float]) -> None:
+        res.update(part)
+        print("  " + ", ".join(f"{k}={v:.3f}" for k, v in part.items()), flush=True)
+    note(bench_policy_rtt(n_rtt))
+    note(bench_pickle_baseline(n_rtt))
     sizes = [(1_000_000, 5 if args.quick else 10), (10_000_000, 5 if args.quick else 10)]
     if not (args.quick or args.skip_100m):
         sizes.append((100_000_000, 3))
     for n_params, reps in sizes:
         tag = f"{n_params // 1_000_000}m"
         r = bench_staleness(n_params, reps)
-        res[f"weights_{tag}_staleness_p50_ms"] = r["p50"]
-        res[f"weights_{tag}_staleness_max_ms"] = r["max"]
-    res.update(bench_transitions(2000 if args.quick else 10000))
+        note({f"weights_{tag}_staleness_p50_ms": r["p50"], f"weights_{tag}_staleness_max_ms": r["max"]})
+    note(bench_transitions(2000 if args.quick else 10000))
 
     print(f"\n{'metric':<34} {'hil_robot':>12} {'goal':>9} {'anchor (LeRobot)':>17}")
     for k, v in res.items():
