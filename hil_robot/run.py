@@ -144,17 +144,28 @@ class HilRun:
         return [*common, "operator=none", f"store={self.eval_store}", *self.overrides]
 
     def wait_for_weights(self, min_version: int, timeout_s: float) -> int:
-        """Block until the learner has published ``min_version`` (its first trained weights)."""
+        """Block until the policy server *serves* ``min_version`` (the learner's first trained
+        weights, received over the weight bus and swapped in), not merely until they were published."""
+        from hil_robot.transport.policy_client import PolicyClient, TransportTimeout
+
+        client = PolicyClient(self.endpoint["policy"], timeout_s=1.0, heartbeat_s=None)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            version = self.published_version()
-            if version >= min_version:
-                return version
-            if self.stop.is_set():
-                raise KeyboardInterrupt
-            self.check_services()
-            self.stop.wait(0.5)
-        raise RunStopped(f"the learner published no weights within {timeout_s:.0f} s; see {self.run_dir / 'logs' / 'learner.log'}")
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    version = int(client.health(timeout_s=1.0).get("policy_version", -1))
+                except TransportTimeout:
+                    version = -1  # still loading
+                if version >= min_version:
+                    return version
+                if self.stop.is_set():
+                    raise KeyboardInterrupt
+                self.check_services()
+                self.stop.wait(0.5)
+        finally:
+            client.close()
+        raise RunStopped(f"the policy server served no trained weights within {timeout_s:.0f} s (learner published "
+                         f"v{self.published_version()}); see {self.run_dir / 'logs'}/learner.log and policy.log")
 
     def published_version(self) -> int:
         path = self.learner_dir / "checkpoints" / "published.json"

@@ -81,21 +81,31 @@ def compose_dict(overrides: Sequence[str] = (), config_name: str = "config") -> 
 
 def load_config(overrides: Sequence[str] = (), config_name: str = "config") -> RootConfig:
     """Compose with Hydra and convert to ``RootConfig`` (validated; errors name key and choices)."""
+    checked = []
     for override in overrides:
-        check_override_key(override)
-    return build(RootConfig, compose_dict(overrides, config_name))
+        if check_override_key(override):
+            # the key is in the schema: add-or-override, so keys a group's YAML leaves at their
+            # dataclass default can still be set from the command line
+            override = "++" + override.lstrip("+")
+        checked.append(override)
+    return build(RootConfig, compose_dict(checked, config_name))
 
 
-def check_override_key(override: str) -> None:
-    """Fail early, naming the allowed keys, when ``a.b.c=value`` names no field of the schema."""
-    key = override.partition("=")[0].lstrip("+~")
+def check_override_key(override: str) -> bool:
+    """Fail early, naming the allowed keys, when ``a.b.c=value`` names no field of the schema.
+
+    Returns True when the override sets a schema field (False: group selections, deletions, and
+    keys below a free-form mapping, which Hydra checks itself)."""
+    if override.startswith("~") or "=" not in override:
+        return False
+    key = override.partition("=")[0].lstrip("+")
     parts = key.split(".")
     if len(parts) < 2 or "@" in key:
-        return  # group selection (robot=sim_panda) or hydra.* — Hydra checks those
+        return False  # group selection (robot=sim_panda) or hydra.* — Hydra checks those
     cls: Any = RootConfig
     for depth, part in enumerate(parts):
         if not dataclasses.is_dataclass(cls):
-            return
+            return False
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if part not in fields:
             where = ".".join(parts[:depth]) or "the root"
@@ -103,3 +113,4 @@ def check_override_key(override: str) -> None:
         import typing
 
         cls = typing.get_type_hints(cls).get(part)
+    return True

@@ -1,0 +1,82 @@
+"""CI-sized smoke test of the whole human-in-the-loop run: separate processes on loopback (recorder,
+learner, policy server, simulated operator, controllers), small images, a few episodes."""
+
+from __future__ import annotations
+
+import json
+
+import psutil
+import pytest
+
+from hil_robot import run as hil_run
+from hil_robot.config import load_config
+from hil_robot.data import EpisodeStore
+
+OVERRIDES = [
+    "experiment=sim_pick_cube",
+    "experiment.demo_episodes=6",
+    "experiment.rounds=2",
+    "experiment.episodes_per_round=3",
+    "experiment.eval_episodes=2",
+    "experiment.wandb_mode=offline",
+    "sim.image_height=32",
+    "sim.image_width=32",
+    "sim.max_episode_steps=60",
+    "learner.batch_size=16",
+    "learner.min_replay_steps=32",
+    "learner.publish_every_s=0.5",
+]
+
+
+def _descendants() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.mark.slow
+def test_hil_run_end_to_end(tmp_path):
+    before = _descendants()
+    cfg = load_config(OVERRIDES)
+    result = hil_run.main(cfg, OVERRIDES, tmp_path / "run", quiet=True)
+    assert "error" not in result, result.get("error")
+    run_dir = tmp_path / "run"
+
+    # the store holds every episode: demos + deployment; evaluation apart
+    store = EpisodeStore(run_dir / "store", read_only=True)
+    metas = store.episodes()
+    assert not store.errors
+    assert len(metas) == 6 + 2 * 3, [m.episode_id for m in metas]
+    eval_metas = EpisodeStore(run_dir / "eval_store", read_only=True).episodes()
+    assert len(eval_metas) == 2 * 2
+
+    # weights were published, swapped into the policy server and used by the controller
+    deploy = [m for m in metas if "demo" not in m.segment_counts]
+    versions = [max(m.policy_versions, default=-1) for m in deploy]
+    assert min(versions) >= 1, f"deployment ran without trained weights: {versions}"
+    assert versions[-1] > versions[0], f"policy_version did not increase across deployment: {versions}"
+    assert result["weight_version"] >= versions[-1]
+    last = store.read_episode(deploy[-1].episode_id)
+    sources, step_versions = last.columns["source"], last.columns["policy_version"]
+    used = [int(v) for v, s in zip(step_versions, sources) if int(s) == 0]  # source index 0 = policy
+    assert used and min(used) >= 1, f"policy steps without trained weights: {used}"
+
+    # every segment type the simulated operator produces appears, with its own log agreeing
+    segments = set()
+    for m in metas:
+        segments |= {k for k, v in m.segment_counts.items() if v}
+    assert {"demo", "autonomous", "pre_intervention", "recovery", "correction"} <= segments, segments
+    op_log = [json.loads(line) for line in (run_dir / "metrics" / "operator_log.jsonl").read_text().splitlines()]
+    assert len(op_log) == sum(m.num_steps for m in deploy)
+
+    # the run directory has what a person looks at
+    assert (run_dir / "metrics" / "episodes.csv").is_file()
+    assert (run_dir / "plots" / "success_autonomy.png").is_file()
+    assert (run_dir / "videos" / "eval_latest.mp4").stat().st_size > 0
+    assert list((run_dir / "learner" / "checkpoints").glob("step_*"))
+    assert list((run_dir / "learner").rglob("offline-run-*")), "no wandb offline run"
+
+    # shutdown leaves no orphan processes
+    psutil.wait_procs([psutil.Process(p) for p in _descendants() - before if psutil.pid_exists(p)], timeout=10)
+    leftover = [p for p in _descendants() - before if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not leftover, f"orphan processes after the run: {leftover}"
+    strays = [p.pid for p in psutil.process_iter(["cmdline"]) if any(str(run_dir) in a for a in (p.info["cmdline"] or []))]
+    assert not strays, f"processes still running with the run directory on their command line: {strays}"
