@@ -32,7 +32,7 @@ def launch(argv: list[str]) -> int:
     graph, rest = argv[0], argv[1:]
     overrides = [a for a in rest if a.partition("=")[0].lstrip("-").replace("-", "_") not in OPTIONS]
     opts, cfg = parse_command_args([f"graph={graph}", *rest], options=OPTIONS)
-    specs = node_plan(cfg, overrides)
+    specs = node_plan(cfg, [f"graph={graph}", *overrides])  # each node composes the same graph config
     if not specs:
         raise ConfigError(f"graph {graph!r} has no enabled nodes")
     if opts["dry_run"]:

@@ -21,8 +21,8 @@ def node_actions(graph: str, overrides_text: str) -> list[Any]:
     from hil_robot.config import load_config
     from hil_robot.launch.plan import ROS_PACKAGE, node_plan
 
-    overrides = shlex.split(overrides_text)
-    cfg = load_config([f"graph={graph}", *overrides])
+    overrides = [f"graph={graph}", *shlex.split(overrides_text)]  # each node composes the same graph config
+    cfg = load_config(overrides)
     actions: list[Any] = []
     for spec in node_plan(cfg, overrides):
         respawn = spec.restart != "never"  # launch respawns on any exit; on-failure is the pip runner's refinement

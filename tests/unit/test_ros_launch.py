@@ -127,7 +127,8 @@ def test_launch_files_derive_nodes_from_the_graph(monkeypatch, graph):
     assert arg.name == "overrides" and arg.default_value == ""
     overrides = "sim.image_height=64 control.obs_max_age_s=0.5"
     actions = opaque.execute(_FakeContext({"overrides": overrides}))
-    expected = node_plan(load_config([f"graph={graph}", *overrides.split()]), overrides.split())
+    full = [f"graph={graph}", *overrides.split()]
+    expected = node_plan(load_config(full), full)
     assert [a.name for a in actions] == [s.name for s in expected]
     for act, spec in zip(actions, expected):
         if spec.is_ros_node:
@@ -155,7 +156,7 @@ def test_ament_package_installs_the_launch_files():
 def test_cli_dry_run_and_missing_graph(capsys):
     assert launch_cmd(["sim_pick_cube", "dry_run=true", "sim.image_height=64", "--ros-args", "-p", "x:=1"]) == 0
     out = capsys.readouterr().out
-    assert "sim_driver:" in out and "sim.image_height=64" in out and "x:=1" not in out
+    assert "sim_driver:" in out and "graph=sim_pick_cube sim.image_height=64" in out and "x:=1" not in out
     with pytest.raises(ConfigError, match="graphs: .*sim_pick_cube"):
         launch_cmd([])
 
