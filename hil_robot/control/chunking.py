@@ -8,7 +8,8 @@ meant for tick ``r + i``. The executor
 * requests the next chunk early, in a worker thread, when ``request_lead_steps`` planned steps are
   left, so the loop never blocks on inference; if the next chunk is late it keeps following the
   current chunk's remaining rows (up to ``H``), and only a tick with no planned row at all waits
-  (at most ``max_wait_s``) for the reply in flight;
+  (at most ``max_wait_s``) for the reply in flight; in ``lockstep`` mode (a simulated clock, where
+  time stands still while the policy thinks) every request is waited for at its boundary tick;
 * optionally averages every chunk that covers the tick (ACT temporal ensembling, weights
   ``exp(-decay * i)``, ``i = 0`` for the oldest chunk);
 * calls ``on_boundary()`` in the worker right before each ``infer``: that is where staged weight
@@ -64,6 +65,7 @@ class ChunkExecutor:
         temporal_ensembling: bool = False,
         ensemble_decay: float = 0.01,
         on_boundary: Callable[[], None] | None = None,
+        lockstep: bool = False,
     ) -> None:
         if n_action_steps < 1:
             raise ValueError(f"n_action_steps must be >= 1, got {n_action_steps}")
@@ -74,6 +76,7 @@ class ChunkExecutor:
         self.temporal_ensembling = bool(temporal_ensembling)
         self.ensemble_decay = float(ensemble_decay)
         self.on_boundary = on_boundary
+        self.lockstep = bool(lockstep)  # simulated clock: wait for every requested chunk (time stands still)
         self.counters: collections.Counter[str] = collections.Counter()
         self.last_error = ""
         self.last_latency_s = float("nan")
@@ -120,7 +123,7 @@ class ChunkExecutor:
             return self._ensembled(tick, obs)
         new = self._maybe_switch(tick)
         self._maybe_request(tick, obs)
-        if self._current is None or tick >= self._current.end_tick:
+        if self._current is None or tick >= self._current.end_tick or (self.lockstep and self._future is not None):
             if self._wait_for_reply(tick):
                 new = self._maybe_switch(tick) or new
         cur = self._current

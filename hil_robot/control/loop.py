@@ -26,7 +26,7 @@ import numpy as np
 from hil_robot.config import ConfigError, RootConfig
 from hil_robot.control.arbitration import Arbiter
 from hil_robot.control.chunking import ChunkExecutor
-from hil_robot.control.clock import Clock, MonotonicClock
+from hil_robot.control.clock import Clock, FakeClock, MonotonicClock
 from hil_robot.control.safety import SafetyDecision, SafetyFilter
 from hil_robot.types import ACTION_DIM, OperatorCommand, OperatorMode, Policy, Robot, Source, StepRecord, validate_observation
 
@@ -78,15 +78,20 @@ class Controller:
         self.safety = SafetyFilter(cfg.robot, self.period_s)
         ctl = cfg.control
         ensembling = cfg.policy.temporal_ensembling if ctl.temporal_ensembling is None else ctl.temporal_ensembling
+        # On a simulated clock the loop runs lock-step: simulated time stands still while the policy
+        # thinks, so each chunk is requested at its boundary and waited for (up to the request
+        # timeout) instead of being requested early and dropped as stale.
+        lockstep = isinstance(self.clock, FakeClock)
         self.executor = (
             ChunkExecutor(
                 policy,
                 n_action_steps=cfg.policy.n_action_steps,
-                request_lead_steps=ctl.request_lead_steps,
-                max_wait_s=ctl.max_policy_wait_s,
+                request_lead_steps=0 if lockstep else ctl.request_lead_steps,
+                max_wait_s=max(cfg.transport.request_timeout_s, ctl.max_policy_wait_s) if lockstep else ctl.max_policy_wait_s,
                 temporal_ensembling=ensembling,
                 ensemble_decay=ctl.ensemble_decay,
                 on_boundary=on_chunk_boundary,
+                lockstep=lockstep,
             )
             if policy is not None
             else None

@@ -136,3 +136,17 @@ def test_bad_chunk_shape_is_an_error_not_an_action() -> None:
     ex = ChunkExecutor(ChunkPolicy(lambda c, o: np.zeros((3, 6))), n_action_steps=1, max_wait_s=0.5)
     assert ex.action_for_tick(0, {}) is None
     assert ex.counters["errors"] == 1 and "shape" in ex.last_error
+
+
+def test_lockstep_waits_for_every_chunk_on_a_simulated_clock():
+    """Ticks come back to back (simulated time) while inference takes real time: lock-step mode
+    waits at each boundary, so every tick gets the row planned for it and nothing is skipped."""
+    slow = ChunkPolicy(tick_coded(10), latency_s=0.02)
+    ex = ChunkExecutor(slow, n_action_steps=5, request_lead_steps=0, max_wait_s=2.0, lockstep=True)
+    out = run(ex, 30)
+    assert all(p is not None for p in out)
+    assert [round(float(p.action[0]) * 1000) for p in out] == list(range(30))
+    assert ex.counters["skipped_rows"] == 0 and ex.counters["stale_chunks"] == 0
+
+    free = ChunkExecutor(ChunkPolicy(tick_coded(10), latency_s=0.02), n_action_steps=5, request_lead_steps=0, max_wait_s=0.0)
+    assert any(p is None for p in run(free, 30)), "without lock-step the back-to-back ticks outrun inference"
