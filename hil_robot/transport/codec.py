@@ -14,7 +14,6 @@ Decoded out-of-band arrays are read-only views of the received frame (no copy).
 from __future__ import annotations
 
 import enum
-import math
 import threading
 from typing import Any, Iterable, Sequence
 
@@ -53,20 +52,6 @@ def _check_dtype(dtype_str: Any) -> np.dtype:
     if len(_DTYPES) < 64:
         _DTYPES[dtype_str] = dtype
     return dtype
-
-
-def _check_shape(shape: Any) -> tuple[int, ...]:
-    if type(shape) is not list or len(shape) > _MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
-        raise CodecError(f"array shape must be a list of at most {_MAX_NDIM} non-negative ints, got {shape!r:.80}")
-    return tuple(shape)
-
-
-def _array_from_buffer(dtype: np.dtype, shape: tuple[int, ...], buf: Any) -> np.ndarray:
-    need = math.prod(shape) * dtype.itemsize
-    nbytes = len(buf) if type(buf) is bytes else memoryview(buf).nbytes
-    if need != nbytes:
-        raise CodecError(f"array of {dtype.str} {list(shape)} needs {need} bytes, frame has {nbytes}")
-    return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
 _SEND_OK: set[np.dtype] = set()  # dtypes already checked on the sending side
@@ -150,23 +135,38 @@ def decode(
 
     def ext_hook(code: int, data: bytes) -> Any:
         try:
-            fields = msgpack.unpackb(data, raw=False, strict_map_key=True)
+            fields = msgpack.unpackb(data)
         except Exception as e:  # msgpack raises several types for junk
             raise CodecError(f"bad numpy extension payload: {e}") from None
         if type(fields) is not list or len(fields) != 3:
             raise CodecError("numpy extension must be [dtype, shape, data]")
-        dtype, shape = _check_dtype(fields[0]), _check_shape(fields[1])
-        if code == _EXT_INLINE:
-            if not isinstance(fields[2], bytes):
-                raise CodecError("inline array data must be bytes")
-            return _array_from_buffer(dtype, shape, fields[2]).copy()
+        dstr, shape, ref = fields
+        dtype = _DTYPES.get(dstr) if type(dstr) is str else None
+        if dtype is None:
+            dtype = _check_dtype(dstr)
+        if type(shape) is not list or len(shape) > _MAX_NDIM:
+            raise CodecError(f"array shape must be a list of at most {_MAX_NDIM} non-negative ints, got {shape!r:.80}")
+        need = dtype.itemsize
+        for d in shape:
+            if type(d) is not int or d < 0:
+                raise CodecError(f"array shape must be a list of at most {_MAX_NDIM} non-negative ints, got {shape!r:.80}")
+            need *= d
         if code == _EXT_FRAME:
-            idx = fields[2]
-            if isinstance(idx, bool) or not isinstance(idx, int) or not 1 <= idx < len(bufs) or idx in used:
-                raise CodecError(f"array refers to frame {idx!r}, but the message has frames 1..{len(bufs) - 1}")
-            used.add(idx)
-            return _array_from_buffer(dtype, shape, bufs[idx])
-        raise CodecError(f"unknown msgpack extension type {code}")
+            if type(ref) is not int or not 1 <= ref < len(bufs) or ref in used:
+                raise CodecError(f"array refers to frame {ref!r:.20}, but the message has frames 1..{len(bufs) - 1}")
+            used.add(ref)
+            buf = bufs[ref]
+        elif code == _EXT_INLINE:
+            if type(ref) is not bytes:
+                raise CodecError("inline array data must be bytes")
+            buf = ref
+        else:
+            raise CodecError(f"unknown msgpack extension type {code}")
+        nbytes = len(buf) if type(buf) is bytes else memoryview(buf).nbytes
+        if need != nbytes:
+            raise CodecError(f"array of {dtype.str} {shape} needs {need} bytes, frame has {nbytes}")
+        arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        return arr.copy() if code == _EXT_INLINE else arr  # inline: writable; frames: zero-copy views
 
     try:
         msg = msgpack.unpackb(
