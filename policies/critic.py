@@ -128,9 +128,9 @@ class CriticBackend(Protocol):
 
 
 def frames_to_torch(frames: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    images = {k[len("images/"):]: torch.from_numpy(np.ascontiguousarray(v)).to(device)
+    images = {k[len("images/"):]: torch.from_numpy(np.require(v, requirements=("C", "W"))).to(device)
               for k, v in frames.items() if k.startswith("images/")}
-    return {"images": images, "state": torch.from_numpy(np.asarray(frames["state"], np.float32)).to(device)}
+    return {"images": images, "state": torch.from_numpy(np.array(frames["state"], np.float32)).to(device)}
 
 
 def stack_observations(observations: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ POLICIES: dict[str, str] = {
     "expert": "policies.scripted:make_expert_policy",
     "noisy_expert": "policies.scripted:make_noisy_expert_policy",
     "random": "policies.scripted:make_random_policy",
+    "remote": "policies.registry:make_remote_policy",
 }
 
 
@@ -27,3 +28,14 @@ def resolve(name: str) -> Callable[[Any], Any]:
 def make_policy(cfg: Any) -> Any:
     """RootConfig -> a Policy (``infer``, ``reset``, ``metadata``) named by ``cfg.policy.name``."""
     return resolve(cfg.policy.name)(cfg)
+
+
+def make_remote_policy(cfg: Any) -> Any:
+    """A ``PolicyClient`` for the policy server at ``transport.host:transport.policy_port``."""
+    from hil_robot.transport.links import tcp_endpoint
+    from hil_robot.transport.policy_client import PolicyClient
+    from hil_robot.transport.security import keys_from_config
+
+    t = cfg.transport
+    return PolicyClient(tcp_endpoint(t.host, t.policy_port), timeout_s=t.request_timeout_s,
+                        curve=keys_from_config(t, server=False), heartbeat_s=t.heartbeat_s)

@@ -30,6 +30,11 @@ _NUMERIC_PASSTHROUGH = ("action", "action_policy", "reward", "done", "truncated"
                         "episode_index", "step_index")
 
 
+def _tensor(arr: Any, dtype: Any = None) -> torch.Tensor:
+    """numpy -> torch without a copy when possible (copies read-only or non-contiguous buffers)."""
+    return torch.from_numpy(np.require(np.asarray(arr, dtype=dtype), requirements=("C", "W")))
+
+
 def _images(batch: Mapping[str, Any], prefix: str, device: torch.device) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in batch.items():
@@ -37,7 +42,7 @@ def _images(batch: Mapping[str, Any], prefix: str, device: torch.device) -> dict
             arr = np.asarray(value)
             if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
                 raise ContractError(f"{key} must be uint8 [B, H, W, 3], got {arr.dtype} {arr.shape}")
-            out[key[len(prefix):]] = torch.from_numpy(np.ascontiguousarray(arr)).to(device, non_blocking=True)
+            out[key[len(prefix):]] = _tensor(arr).to(device, non_blocking=True)
     return out
 
 
@@ -58,27 +63,27 @@ def batch_to_torch(batch: Mapping[str, Any], device: str | torch.device = "cpu")
         raise ContractError(f"batch has {state.shape[0]} states but {len(instructions)} instructions")
     out: dict[str, Any] = {
         "images": _images(batch, "obs/images/", device),
-        "state": torch.from_numpy(state).to(device),
+        "state": _tensor(state).to(device),
         "text": torch.from_numpy(embed_instructions(instructions)).to(device),
         "instruction": instructions,
     }
     if "actions" in batch:
-        out["actions"] = torch.from_numpy(np.asarray(batch["actions"], dtype=np.float32)).to(device)
+        out["actions"] = _tensor(batch["actions"], np.float32).to(device)
         pad = batch.get("action_is_pad")
         pad = np.zeros(out["actions"].shape[:2], bool) if pad is None else np.asarray(pad, dtype=bool)
-        out["action_is_pad"] = torch.from_numpy(pad).to(device)
+        out["action_is_pad"] = _tensor(pad).to(device)
     elif "action" in batch:
-        out["actions"] = torch.from_numpy(np.asarray(batch["action"], dtype=np.float32)[:, None]).to(device)
+        out["actions"] = _tensor(batch["action"], np.float32)[:, None].to(device)
         out["action_is_pad"] = torch.zeros(out["actions"].shape[:2], dtype=torch.bool, device=device)
     if "next_obs/state" in batch:
         out["next_images"] = _images(batch, "next_obs/images/", device)
-        out["next_state"] = torch.from_numpy(np.asarray(batch["next_obs/state"], dtype=np.float32)).to(device)
+        out["next_state"] = _tensor(batch["next_obs/state"], np.float32).to(device)
     for src, dst in (("obs/task_state", "task_state"), ("next_obs/task_state", "next_task_state")):
         if src in batch:
-            out[dst] = torch.from_numpy(np.asarray(batch[src], dtype=np.float32)).to(device)
+            out[dst] = _tensor(batch[src], np.float32).to(device)
     for key in _NUMERIC_PASSTHROUGH:
         if key in batch:
-            out[key] = torch.as_tensor(np.asarray(batch[key])).to(device)
+            out[key] = _tensor(batch[key]).to(device)
     return out
 
 
@@ -90,11 +95,11 @@ def next_obs_view(batch: Mapping[str, Any]) -> dict[str, Any]:
 def obs_to_batch(obs: Mapping[str, Any], device: str | torch.device = "cpu") -> dict[str, Any]:
     """One observation (types contract) -> a model batch of size 1."""
     device = torch.device(device)
-    images = {k[len("images/"):]: torch.from_numpy(np.ascontiguousarray(v))[None].to(device)
+    images = {k[len("images/"):]: _tensor(v)[None].to(device)
               for k, v in obs.items() if k.startswith("images/")}
     return {
         "images": images,
-        "state": torch.from_numpy(np.asarray(obs["state"], dtype=np.float32))[None].to(device),
+        "state": _tensor(obs["state"], np.float32)[None].to(device),
         "text": torch.from_numpy(embed_instructions([str(obs.get("prompt", ""))])).to(device),
     }
 
@@ -133,6 +138,26 @@ class VLAPolicy:
             raise RuntimeError(f"VLA (weights version {version}) produced non-finite actions; reload a good checkpoint")
         return {"actions": out.astype(np.float32), "policy_version": version,
                 "infer_ms": (time.perf_counter() - t0) * 1e3}
+
+    def infer_batch(self, observations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Several observations (e.g. from several robots) in one forward pass; same outputs as ``infer``."""
+        t0 = time.perf_counter()
+        checked = [validate_observation(o, cameras=self.config.cameras) for o in observations]
+        singles = [obs_to_batch(o, self.device) for o in checked]
+        for single in singles:
+            check_images(single["images"], self.config)
+        batch = {"images": {c: torch.cat([b["images"][c] for b in singles]) for c in self.config.cameras},
+                 "state": torch.cat([b["state"] for b in singles]), "text": torch.cat([b["text"] for b in singles])}
+        with self._lock:
+            was_training = self.model.training
+            self.model.eval()
+            actions = self.model.sample_actions(batch, self._generator).float().cpu().numpy()
+            self.model.train(was_training)
+            version = self.version
+        if not np.isfinite(actions).all():
+            raise RuntimeError(f"VLA (weights version {version}) produced non-finite actions; reload a good checkpoint")
+        ms = (time.perf_counter() - t0) * 1e3
+        return [{"actions": a.astype(np.float32), "policy_version": version, "infer_ms": ms} for a in actions]
 
     def reset(self) -> None:
         """The VLA is stateless across steps; re-seed the flow-matching noise for reproducible episodes."""

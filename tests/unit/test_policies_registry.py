@@ -61,3 +61,15 @@ def test_expert_policies_wrap_sim_expert():
     cfg = RootConfig(policy=PolicyConfig(name="noisy_expert", noise_std=0.3, action_horizon=1, n_action_steps=1))
     policy = make_policy(cfg)
     assert isinstance(policy, NoisyPolicy) and policy.noise_std == 0.3
+
+
+def test_remote_policy_is_a_policy_client(free_port):
+    from hil_robot.transport.policy_client import PolicyClient
+
+    cfg = RootConfig(policy=PolicyConfig(name="remote"))
+    cfg.transport.policy_port = free_port()
+    client = make_policy(cfg)
+    try:
+        assert isinstance(client, PolicyClient) and str(cfg.transport.policy_port) in client.endpoint
+    finally:
+        client.close()

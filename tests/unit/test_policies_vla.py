@@ -142,3 +142,44 @@ def test_random_shift_only_in_training():
         model.train()
         outs = [model.encode(batch) for _ in range(4)]
     assert any(not torch.allclose(outs[0], o) for o in outs[1:])
+
+
+def test_pretrained_backbone_loads_from_local_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    from hil_robot.config import PolicyConfig, RootConfig
+    from policies.vision import ResNet18Encoder
+    from policies.vla import make_vla_policy
+
+    torch.manual_seed(7)
+    donor = ResNet18Encoder()
+    for name, t in donor.state_dict().items():
+        t.copy_(torch.rand_like(t) + 0.5 if "running_var" in name else torch.randn_like(t) * 0.05)
+    weights = {k: v.clone() for k, v in donor.state_dict().items()}
+    weights["fc.weight"] = torch.zeros(1000, 512)  # a classifier head is ignored
+    save_file(weights, str(tmp_path / "resnet18.safetensors"))
+    cfg = RootConfig(policy=PolicyConfig(backbone="resnet18", pretrained_backbone=str(tmp_path / "resnet18.safetensors")))
+    cfg.sim.image_height = cfg.sim.image_width = 64
+    policy = make_vla_policy(cfg)
+    got = policy.model.backbone.state_dict()
+    assert all(torch.equal(got[k], weights[k]) for k in got)
+    assert policy.infer(make_obs(np.random.default_rng(0)))["actions"].shape == (10, 7)
+
+    bad = dict(weights, **{"conv1.weight": torch.zeros(64, 3, 3, 3)})
+    save_file(bad, str(tmp_path / "bad.safetensors"))
+    cfg.policy.pretrained_backbone = str(tmp_path / "bad.safetensors")
+    with pytest.raises(ValueError, match="conv1.weight"):
+        make_vla_policy(cfg)
+    cfg.policy.pretrained_backbone = str(tmp_path / "weights.pt")
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        make_vla_policy(cfg)
+
+
+def test_infer_batch_matches_single_infer():
+    policy = tiny_policy()
+    rng = np.random.default_rng(9)
+    obs = [make_obs(rng, prompt=p) for p in ("pick up the red cube", "push the puck", "stack the cubes")]
+    batched = policy.infer_batch(obs)
+    assert len(batched) == 3
+    for o, b in zip(obs, batched):
+        np.testing.assert_allclose(b["actions"], policy.infer(o)["actions"], atol=1e-5)
