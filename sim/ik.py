@@ -26,6 +26,12 @@ class IKResult:
     start_pos: np.ndarray | None = None  # TCP position at q_init [3]
 
 
+def as_slice(idx: np.ndarray) -> slice | np.ndarray:
+    if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+        return slice(int(idx[0]), int(idx[0]) + len(idx))
+    return idx
+
+
 class DampedLeastSquaresIK:
     def __init__(
         self,
@@ -44,8 +50,8 @@ class DampedLeastSquaresIK:
         self.site = int(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, site))
         if self.site < 0:
             raise ValueError(f"no site named {site!r} in the model")
-        self.qadr = np.asarray(joint_qpos_adr)
-        self.dadr = np.asarray(joint_dof_adr)
+        self.qadr = as_slice(np.asarray(joint_qpos_adr))  # contiguous -> a slice (views, not fancy copies)
+        self.dadr = as_slice(np.asarray(joint_dof_adr))
         self.lo = limits[:, 0] + 1e-3
         self.hi = limits[:, 1] - 1e-3
         self.q_home = np.asarray(q_home, float)
@@ -55,7 +61,8 @@ class DampedLeastSquaresIK:
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
         self._quat = np.zeros(4)
-        self._J = np.zeros((6, len(self.qadr)))
+        n = len(np.asarray(joint_qpos_adr))
+        self._J = np.zeros((6, n))
         self._A = np.zeros((6, 6))
         self._diag = np.diag_indices(6)
         self._y = np.zeros(6)

@@ -20,7 +20,7 @@ from hil_robot.config.robot import RobotConfig
 from hil_robot.config.sim import SimConfig
 from hil_robot.types import ACTION_DIM, STATE_DIM
 from sim import panda
-from sim.ik import DampedLeastSquaresIK
+from sim.ik import DampedLeastSquaresIK, as_slice
 from sim.rotations import quat_from_rotvec, quat_mul, quat_normalize
 from sim.scene import build_xml
 from sim.tasks import make_task
@@ -40,15 +40,17 @@ class SimWorld:
         m = self.model
         self.task.bind(m)
         jid = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"joint{i + 1}") for i in range(7)]
-        self.arm_qadr = np.array([m.jnt_qposadr[j] for j in jid])
-        self.arm_dadr = np.array([m.jnt_dofadr[j] for j in jid])
+        # contiguous address ranges become slices: numpy views instead of fancy-index copies every tick
+        self.arm_qadr = as_slice(np.array([m.jnt_qposadr[j] for j in jid]))
+        self.arm_dadr = as_slice(np.array([m.jnt_dofadr[j] for j in jid]))
         self.finger_qadr = np.array([m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"finger_{s}")]
                                      for s in ("left", "right")])
         self.finger_dadr = np.array([m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"finger_{s}")]
                                      for s in ("left", "right")])
         self.tcp_site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, "tcp")
         self.limits = np.array(panda.JOINT_LIMITS_RAD)
-        self.ik = DampedLeastSquaresIK(m, "tcp", self.arm_qadr, self.arm_dadr, self.limits, np.array(panda.READY_QPOS))
+        self.ik = DampedLeastSquaresIK(m, "tcp", [m.jnt_qposadr[j] for j in jid], [m.jnt_dofadr[j] for j in jid],
+                                       self.limits, np.array(panda.READY_QPOS))
         # the start pose: TCP at HOME_TCP_POS pointing straight down, solved once from Franka's ready pose
         ready_pos, ready_quat = self.ik.fk(np.array(panda.READY_QPOS))
         self.down_quat = ready_quat / np.linalg.norm(ready_quat)  # "pointing down, zero yaw" reference orientation
