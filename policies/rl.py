@@ -233,6 +233,15 @@ class RLFeaturizer(nn.Module):
         self.encoder = ImageEncoder(len(self.cameras), image_hw, channels, latent_dim) if mode == "image" else None
         self.state_dim = state_dim
         self.out_dim = state_dim + (self.encoder.out_dim if self.encoder is not None else 0)
+        # observation normalisation (buffers: saved, published and served with the weights)
+        self.register_buffer("state_mean", torch.zeros(state_dim))
+        self.register_buffer("state_std", torch.ones(state_dim))
+
+    def set_state_stats(self, states: torch.Tensor, min_std: float = 1e-2) -> None:
+        """Fit the normalisation from raw state features [N, state_dim] (e.g. a big replay sample)."""
+        with torch.no_grad():
+            self.state_mean.copy_(states.float().mean(0))
+            self.state_std.copy_(states.float().std(0).clamp_min(min_std))
 
     def images(self, batch: Mapping[str, torch.Tensor], prefix: str) -> list[torch.Tensor]:
         """-> one uint8 [B, H, W, 3] per camera (keys ``<prefix>images/<cam>``)."""
@@ -248,6 +257,8 @@ class RLFeaturizer(nn.Module):
         return s
 
     def forward(self, state: torch.Tensor, images: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """state: raw [B, state_dim] (from ``state``) -> features [B, out_dim]."""
+        state = ((state - self.state_mean) / self.state_std).clamp(-10.0, 10.0)
         if self.encoder is None:
             return state
         return torch.cat([self.encoder(images), state], dim=-1)

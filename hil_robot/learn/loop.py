@@ -193,7 +193,11 @@ class Learner:
             self.vla.model.to(self.device)
             self.vla.device = self.device
         probe = self.replay.sample(2, 1, view="all", rng=np.random.default_rng(0))
-        return RLPD(lc, obs_spec_from_batch(probe, lc), self.device)
+        algo = RLPD(lc, obs_spec_from_batch(probe, lc), self.device)
+        if fresh:  # same sample (fixed seed) on every rank; a resumed run restores the stats
+            algo.fit_state_stats(self.replay.sample(min(4096, max(256, self.replay.num_steps)), 1, view="all",
+                                                    rng=np.random.default_rng(self.cfg.experiment.seed)))
+        return algo
 
     def _horizon(self) -> int:
         return int(self.vla.config.action_horizon) if self.vla is not None else 1

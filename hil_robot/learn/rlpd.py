@@ -187,6 +187,13 @@ class RLPD:
         self.temperature_opt = adam(self.temperature.parameters(), cfg.lr, self.device)
         self.num_updates = 0
 
+    def fit_state_stats(self, batch: Mapping[str, Any]) -> None:
+        """Observation normalisation from a (large) replay sample; call once before training."""
+        b = to_torch(batch, self.device)
+        states = torch.cat([self.featurizer.state(b, "obs/"), self.featurizer.state(b, "next_obs/")])
+        self.featurizer.set_state_stats(states)
+        self.target.featurizer.load_state_dict(self.featurizer.state_dict())
+
     # ------------------------------------------------------------------ helpers
     @property
     def alpha(self) -> torch.Tensor:
