@@ -249,9 +249,9 @@ class Learner:
 
             def writer(tmp: Path) -> None:
                 policy_ckpt.save(tmp / "policy", self.vla, step=self.state.step, version=self.state.version)
-        path = ckpt.save(self.run_dir, state, meta, extra_writer=writer)
-        self.logger.plot()
-        return path
+        # Plots are redrawn by logger.close() (and `hil-robot report`), not on every checkpoint:
+        # matplotlib took ~13 s per call under load on 2 cores, stalling training.
+        return ckpt.save(self.run_dir, state, meta, extra_writer=writer)
 
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
         if hasattr(self.algo, "critic_loss"):
