@@ -1,0 +1,168 @@
+"""Learning benchmark: does the whole human-in-the-loop run learn image-based pick-cube on this CPU?
+
+Each condition is one real ``hil_robot.run.main(cfg, overrides, run_dir)`` (the same multi-process
+run as ``hil-robot run experiment=sim_pick_cube``): expert demos, rounds of deployment with the
+simulated operator, operator-free evaluation after each round. Success is the eval success rate;
+autonomy is 1 - the human share of deploy steps.
+
+Conditions (same wall-clock budget each):
+    main       weighted BC (Sirius weights) on demos + interventions      (the default)
+    bc         plain BC (learner.algorithm=bc)
+    demos      no intervention: operator=none while deploying (demos only)
+    rlpd_sparse / rlpd_critic   RLPD with sparse reward / progress-critic reward
+                                (rlpd_critic needs --critic-checkpoint PATH, else it is skipped)
+
+    python scripts/bench_learning.py --quick                 # ~1-2 min spot check (tiny images, main only)
+    python scripts/bench_learning.py --minutes 30 --conditions main,bc,demos --json out.json
+
+JSON keys: final_success, minutes_to_90pct (null if not reached), final_intervention_rate,
+wbc_minus_bc_success, critic_minus_sparse_success (null when a condition was not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # children inherit it: one torch thread per process
+
+CONDITIONS: dict[str, list[str]] = {
+    "main": [],
+    "bc": ["learner.algorithm=bc"],
+    "demos": ["operator=none"],
+    "rlpd_sparse": ["learner.algorithm=rlpd", "learner.reward=sparse"],
+    "rlpd_critic": ["learner.algorithm=rlpd", "learner.reward=critic"],
+}
+QUICK = ["experiment.demo_episodes=6", "experiment.rounds=2", "experiment.episodes_per_round=3",
+         "experiment.eval_episodes=3", "sim.image_height=32", "sim.image_width=32", "learner.batch_size=16",
+         "learner.min_replay_steps=32"]
+
+
+def run_condition(name: str, extra: list[str], minutes: float, out_dir: Path) -> dict[str, Any]:
+    from hil_robot import run as hil_run
+    from hil_robot.config import load_config
+
+    overrides = ["experiment=sim_pick_cube", f"experiment.max_minutes={minutes}", *extra]
+    cfg = load_config(overrides)
+    t0 = time.monotonic()
+    result = hil_run.main(cfg, overrides, out_dir / name, quiet=True)
+    result["bench_wall_min"] = (time.monotonic() - t0) / 60
+    result["overrides"] = overrides
+    return result
+
+
+def minutes_to(rounds: list[dict[str, Any]], threshold: float) -> float | None:
+    for r in rounds:
+        s = r.get("eval_success")
+        if s is not None and not math.isnan(float(s)) and float(s) >= threshold:
+            return float(r["wall_min"])
+    return None
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    for name, res in results.items():
+        rounds = res.get("rounds") or []
+        if not rounds:
+            continue
+        wall = [r["wall_min"] for r in rounds]
+        ax[0].plot(wall, [r["eval_success"] for r in rounds], "o-", label=name)
+        ax[1].plot([r["env_steps"] for r in rounds], [r["eval_success"] for r in rounds], "o-", label=name)
+        ax[2].plot(wall, [1 - r["intervention_rate"] for r in rounds], "o-", label=name)
+    for a, xl, yl in zip(ax, ("wall clock [min]", "env steps", "wall clock [min]"),
+                         ("eval success (no operator)", "eval success", "autonomy (1 - human step share)")):
+        a.set_xlabel(xl), a.set_ylabel(yl), a.set_ylim(-0.05, 1.05), a.grid(alpha=0.3)
+    ax[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny images and rounds, main condition only")
+    ap.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget per condition")
+    ap.add_argument("--conditions", default="main,bc,demos,rlpd_sparse,rlpd_critic")
+    ap.add_argument("--critic-checkpoint", default="", help="progress-critic checkpoint for rlpd_critic")
+    ap.add_argument("--out", default="runs/bench_learning", help="directory for the run dirs and plots")
+    ap.add_argument("--json", default="", help="write the flat metric JSON here")
+    ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every condition")
+    args = ap.parse_args(argv)
+
+    names = ["main"] if args.quick else [c.strip() for c in args.conditions.split(",") if c.strip()]
+    unknown = [n for n in names if n not in CONDITIONS]
+    if unknown:
+        ap.error(f"unknown condition(s) {unknown}; choose from {sorted(CONDITIONS)}")
+    minutes = min(args.minutes, 3.0) if args.quick else args.minutes
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        extra = list(CONDITIONS[name]) + (QUICK if args.quick else []) + list(args.overrides)
+        if name == "rlpd_critic":
+            if not args.critic_checkpoint:
+                print("rlpd_critic: skipped (pass --critic-checkpoint PATH from `hil-robot train-critic`)", flush=True)
+                continue
+            extra.append(f"learner.critic_checkpoint={args.critic_checkpoint}")
+        print(f"== {name}: {minutes:.1f} min budget, overrides {extra}", flush=True)
+        try:
+            results[name] = run_condition(name, extra, minutes, out)
+        except Exception as exc:  # one failed condition must not lose the others' figures
+            print(f"{name}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            results[name] = {"error": f"{type(exc).__name__}: {exc}", "rounds": []}
+
+    print(f"\n{'condition':<12} {'rounds':>6} {'min':>6} {'env steps':>9} {'eval succ':>9} {'interv rate':>11} "
+          f"{'min to 90%':>10}")
+    for name, res in results.items():
+        rounds = res.get("rounds") or []
+        last = rounds[-1] if rounds else {}
+        t90 = minutes_to(rounds, 0.9)
+        print(f"{name:<12} {len(rounds):>6} {last.get('wall_min', math.nan):>6.1f} {last.get('env_steps', math.nan):>9.0f} "
+              f"{last.get('eval_success', math.nan):>9.2f} {last.get('intervention_rate', math.nan):>11.3f} "
+              f"{(f'{t90:.1f}' if t90 is not None else '-'):>10}" + (f"  ERROR {res['error']}" if "error" in res else ""))
+        for r in rounds:
+            print(f"    round {r['round']}: eval {r['eval_success']:.2f}  interventions/ep "
+                  f"{r['interventions_per_episode']:.2f}  human share {r['intervention_rate']:.3f}  "
+                  f"{r['wall_min']:.1f} min  {r['env_steps']:.0f} steps  v{r['policy_version']:.0f}")
+
+    def final(name: str, key: str = "final_eval_success") -> float | None:
+        return _num(results.get(name, {}).get(key))
+
+    def diff(a: str, b: str) -> float | None:
+        fa, fb = final(a), final(b)
+        return None if fa is None or fb is None else fa - fb
+
+    main_rounds = results.get("main", {}).get("rounds") or []
+    metrics = {
+        "final_success": final("main"),
+        "minutes_to_90pct": minutes_to(main_rounds, 0.9),
+        "final_intervention_rate": final("main", "final_intervention_rate"),
+        "wbc_minus_bc_success": diff("main", "bc"),
+        "critic_minus_sparse_success": diff("rlpd_critic", "rlpd_sparse"),
+    }
+    plot(results, out / "learning_curves.png")
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    print(f"\nplots: {out / 'learning_curves.png'}  per-condition run dirs under {out}")
+    print(json.dumps(metrics))
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
