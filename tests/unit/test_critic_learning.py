@@ -16,10 +16,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def trained():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # 2 threads thrash when the CPU is shared; 1 is the cheaper choice here
     train = collect_sim_episodes("pick_cube", 24, 10, seed=0, image_hw=(64, 64))
-    held = collect_sim_episodes("pick_cube", 8, 8, seed=1, image_hw=(64, 64))
-    model, metrics = train_critic(train, CriticTrainSettings(steps=160, seed=0))
+    held = collect_sim_episodes("pick_cube", 10, 8, seed=1, image_hw=(64, 64))
+    model, metrics = train_critic(train, CriticTrainSettings(steps=300, seed=0))
     return LocalCriticBackend(model), held, metrics
 
 
@@ -37,7 +37,7 @@ def test_detects_success_with_few_false_positives(trained):
     positives = [s["p_done"][-1] for s in succ]  # the frame where the task is complete
     negatives = np.concatenate([s["p_done"] for s in fail] + [s["p_done"][: len(s["p_done"]) // 2] for s in succ])
     rates = detection_rates(positives, negatives, threshold=0.5)
-    assert rates["recall"] >= 0.9 and rates["false_positive_rate"] <= 0.1, rates
+    assert rates["recall"] >= 0.9 and rates["false_positive_rate"] <= 0.1, (rates, np.round(positives, 2))
 
 
 def test_online_tracker_terminates_successes_only(trained):
@@ -62,7 +62,9 @@ def test_filters_reversed_demos_and_keeps_good_ones(trained):
                     for e in good[:4]]
     kept, scores = filter_demos(backend, good + reversed_eps, min_spearman=0.8)
     assert {e.name for e in kept} == {e.name for e in good}
-    assert all(s["spearman"] < 0 for s in scores[len(good):])
+    for s in scores[len(good):]:  # time runs backwards: the value barely leaves 0 (VLAC update for Δ < 0)
+        assert s["value"][-1] < 0.1, (s["name"], s["spearman"], s["value"][-1])
+    assert min(s["value"][-1] for s in scores[: len(good)]) > 0.4
 
 
 def test_mismatched_instruction_gives_little_progress(trained):

@@ -141,3 +141,25 @@ def test_remote_critic_over_policy_server_matches_local(free_port):
     want = be.score(a, b, texts)
     np.testing.assert_allclose(got[0], want[0], atol=1e-6)
     np.testing.assert_allclose(got[1], want[1], atol=1e-6)
+
+
+def test_episodes_from_store_and_train_critic_cli(tmp_path):
+    from hil_robot.data import EpisodeStore, Recorder
+    from hil_robot.data.synthetic import record_episode
+    from hil_robot.learn.critic import episodes_from_store, train_critic_cli
+
+    store = EpisodeStore(tmp_path / "store", image_codec="png")
+    rec = Recorder(store, pre_intervention_k=2)
+    for i in range(4):
+        record_episode(rec, f"ep{i}", ["demo"] * 6, episode=i, success=i != 3, hw=(32, 32))
+    rec.close()
+    store.close()
+    eps = episodes_from_store([str(tmp_path / "store")], cameras=("front", "wrist"))
+    assert len(eps) == 4 and [e.success for e in eps].count(False) == 1
+    assert eps[0].frames["images/front"].shape == (7, 32, 32, 3) and len(eps[0]) == 7  # final obs appended
+    assert eps[0].frames["state"][-1, 0] == 6  # synthetic state[0] = step
+    rc = train_critic_cli([f"store={tmp_path / 'store'}", f"out={tmp_path / 'critic'}", "steps=3", "holdout=0.25",
+                           "threads=1"])
+    assert rc == 0
+    model = checkpoint.load_critic(tmp_path / "critic")
+    assert model.cfg.image_hw == (32, 32) and model.cfg.cameras == ("front", "wrist")
