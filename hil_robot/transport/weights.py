@@ -5,7 +5,9 @@ One update = the safetensors serialisation of ``{name: array}`` split into chunk
 message ``{"type": "weights", "version", "step", "checksum", "algo", "total_bytes", "chunk",
 "n_chunks", "subset", "publisher", "sent_time_s", "data": uint8[n]}`` on a PUB socket (latest wins:
 a newer version arriving mid-assembly discards the older one). The publisher also sends
-``{"type": "heartbeat", "publisher", "version"}`` every ``heartbeat_s``.
+``{"type": "heartbeat", "publisher", "version"}`` every ``heartbeat_s``, and re-sends the newest
+update on the next few heartbeats (PUB/SUB does not replay: a subscriber that connects late still
+gets it); subscribers count an exact repeat of an update they already judged as a duplicate.
 
 ``WeightSubscriber`` checks, in order: strictly increasing version, complete chunks, checksum
 (xxh3-128 or sha256 over the safetensors bytes), that the bytes parse as safetensors, names
@@ -191,6 +193,13 @@ class WeightPublisher:
         self.publisher_id = uuid.uuid4().hex[:12]
         self.version = -1
         self.published = 0
+        # late joiners: PUB/SUB does not replay, so the newest update is re-sent (as raw bytes) on
+        # the heartbeat a few times after each publish; subscribers drop a repeat of the version
+        # they already accepted as a duplicate
+        self.resends_per_update = 3
+        self._last_frames: list[bytes] = []
+        self._resends_left = 0
+        self._hb_period_s = float(heartbeat_s)
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._hb = threading.Thread(target=self._heartbeat, args=(heartbeat_s,), name="weights-pub-hb", daemon=True)
@@ -206,6 +215,8 @@ class WeightPublisher:
                 self.link.send(frames)
             self.version = int(version)
             self.published += 1
+            self._last_frames = [[bytes(f) for f in frames] for frames in msgs]
+            self._resends_left = self.resends_per_update
         log.info("published weights version %d (step %d, %.1f MB, %d chunks)", version, step, len(payload) / 1e6, len(msgs))
         return {"version": int(version), "bytes": len(payload), "chunks": len(msgs)}
 
@@ -216,8 +227,17 @@ class WeightPublisher:
                     break
                 self.link.send(encode({"type": "heartbeat", "publisher": self.publisher_id, "version": self.version,
                                        "time_s": time.time()}))
+                if self._resends_left > 0:
+                    self._resends_left -= 1
+                    for frames in self._last_frames:
+                        self.link.send(frames)
 
     def close(self) -> None:
+        # let the last update's re-sends go out first (bounded), so a subscriber that is still
+        # connecting gets the final weights of a learner that stops right after publishing
+        deadline = time.monotonic() + self.resends_per_update * self._hb_period_s + 0.2
+        while self._resends_left > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._closed.set()
         self._hb.join(2.0)
         with self._lock:
@@ -317,6 +337,11 @@ class WeightSubscriber:
     def _validate(self, header: dict[str, Any], payload: np.ndarray) -> None:
         self.counters["updates_received"] += 1
         version = header.get("version")
+        seen = (version, header.get("checksum"))
+        if seen == getattr(self, "_last_seen", None):  # a re-send for late joiners, judged already
+            self.counters["duplicates"] = self.counters.get("duplicates", 0) + 1
+            return
+        self._last_seen = seen
         try:
             if not isinstance(version, int) or version <= self._accepted_version:
                 raise WeightRejected("version", f"version {version} is not newer than {self._accepted_version}; "

@@ -7,7 +7,7 @@ from hil_robot.config import ConfigError, RootConfig, load_config
 def test_default_composes_to_dataclasses():
     cfg = load_config()
     assert isinstance(cfg, RootConfig)
-    assert cfg.sim.task == "pick_cube" and cfg.sim.image_height == 128
+    assert cfg.sim.task == "pick_cube" and cfg.sim.image_height == 64  # the experiment picks 64x64 for CPU learning
     assert cfg.robot.safety.watchdog_hold_s == pytest.approx(0.1)
     assert cfg.experiment.run_dir == "runs/sim_pick_cube"  # interpolation resolved
 
