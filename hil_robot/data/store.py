@@ -301,7 +301,11 @@ class EpisodeStore:
         lines = []
         for name in os.listdir(self.incoming_dir):  # leftovers of a writer killed while creating a file
             if name.startswith(".") and name.endswith(".hep.tmp"):
-                with open(self.incoming_dir / name, "rb") as f:
+                try:
+                    f = open(self.incoming_dir / name, "rb")
+                except FileNotFoundError:  # its live writer renamed it meanwhile: nothing to recover
+                    continue
+                with f:
                     try:
                         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except BlockingIOError:
