@@ -3,7 +3,9 @@
 Uses its own MjData so solving never disturbs the simulation state. One iteration costs one
 ``mj_kinematics`` + ``mj_comPos`` + ``mj_jacSite`` and a 6x6 solve.
 
-    dq = J^T (J J^T + lambda^2 I)^-1 e  +  (I - J^+ J) k_null (q_home - q)
+    dq = J^T (J J^T + lambda^2 I)^-1 (e - J z) + z,   z = k_null (q_home - q)
+
+(the damped form of J^+ e + (I - J^+ J) z).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import math
 import mujoco
 import numpy as np
 
-from sim.rotations import rot_error
 
 
 @dataclasses.dataclass
@@ -58,23 +59,37 @@ class DampedLeastSquaresIK:
         self.lam2 = damping**2
         self.null_gain = null_gain
         self.rot_weight = rot_weight
-        self._jacp = np.zeros((3, model.nv))
-        self._jacr = np.zeros((3, model.nv))
+        self._jac6 = np.zeros((6, model.nv))  # [position rows; rotation rows] of the site Jacobian
+        self._jacp, self._jacr = self._jac6[:3], self._jac6[3:]
         self._quat = np.zeros(4)
-        n = len(np.asarray(joint_qpos_adr))
-        self._J = np.zeros((6, n))
+        self._J = self._jac6[:, self.dadr]  # [6, 7] arm columns (a view when the arm dofs are contiguous)
+        if not isinstance(self.dadr, slice):
+            raise ValueError("the arm joints' dofs must be contiguous")
         self._A = np.zeros((6, 6))
-        self._diag = np.diag_indices(6)
+        self._lam2_eye = self.lam2 * np.eye(6)
         self._y = np.zeros(6)
-        self._y2 = np.zeros(6)
+        self._qc = np.zeros(4)
+        self._qe = np.zeros(4)
 
     def fk(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """TCP position [3] and quaternion [4] at joint angles ``q`` [7]."""
+        pos, quat = self._fk_view(q)
+        return pos.copy(), quat.copy()
+
+    def _fk_view(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``fk`` but returns views into solver buffers (valid until the next call)."""
         d = self.data
         d.qpos[self.qadr] = q
         mujoco.mj_kinematics(self.model, d)
         mujoco.mju_mat2Quat(self._quat, d.site_xmat[self.site])
-        return d.site_xpos[self.site].copy(), self._quat.copy()
+        return d.site_xpos[self.site], self._quat
+
+    def _rot_error(self, q_target: np.ndarray, q_current: np.ndarray, out: np.ndarray) -> None:
+        """World-frame rotation vector [3] taking ``q_current`` to ``q_target`` (angle in [0, pi]), written
+        to ``out``; MuJoCo's C quaternion routines (one call each) since this runs every tick."""
+        mujoco.mju_negQuat(self._qc, q_current)
+        mujoco.mju_mulQuat(self._qe, q_target, self._qc)
+        mujoco.mju_quat2Vel(out, self._qe, 1.0)
 
     def solve(
         self,
@@ -92,42 +107,46 @@ class DampedLeastSquaresIK:
         are then those before the last update.
         """
         q = np.minimum(np.maximum(np.asarray(q_init, float), self.lo), self.hi)
+        target_pos = np.asarray(target_pos, float)
+        target_quat = np.ascontiguousarray(target_quat, float)
         m, d = self.model, self.data
         e = np.zeros(6)
+        e_pos, e_rot = e[:3], e[3:]
         pos_err = rot_err = float("inf")
         it = 0
         start_pos = None
+        J, A, y = self._J, self._A, self._y
         for it in range(1, max_iters + 1):
-            pos, quat = self.fk(q)
+            pos, quat = self._fk_view(q)
             if start_pos is None:
-                start_pos = pos
-            e[:3] = target_pos - pos
-            e[3:] = rot_error(target_quat, quat)
-            pos_err, rot_err = math.sqrt(e[:3] @ e[:3]), math.sqrt(e[3:] @ e[3:])
+                start_pos = pos.copy()
+            np.subtract(target_pos, pos, out=e_pos)
+            self._rot_error(target_quat, quat, e_rot)
+            pos_err, rot_err = math.sqrt(e_pos @ e_pos), math.sqrt(e_rot @ e_rot)
             if pos_err < tol_pos_m and rot_err < tol_rot_rad:
                 it -= 1
                 break
             mujoco.mj_comPos(m, d)
-            mujoco.mj_jacSite(m, d, self._jacp, self._jacr, self.site)
-            J = self._J
-            J[:3] = self._jacp[:, self.dadr]
-            J[3:] = self.rot_weight * self._jacr[:, self.dadr]
-            e[3:] *= self.rot_weight
-            # Cholesky of J J^T + lambda^2 I once, then two vector solves (no explicit pseudo-inverse):
-            #   dq = J^T A^-1 e ;  null-space part: z - J^T A^-1 J z  with z = k (q_home - q)
-            A = self._A
-            A[:] = J @ J.T
-            A[self._diag] += self.lam2
+            mujoco.mj_jacSite(m, d, self._jacp, self._jacr, self.site)  # rows of self._jac6: J is a view
+            self._jacr *= self.rot_weight
+            e_rot *= self.rot_weight
+            # Cholesky of A = J J^T + lambda^2 I once, then one vector solve (no explicit pseudo-inverse):
+            #   dq = J^T A^-1 (e - J z) + z  with the null-space pull z = k (q_home - q)
+            np.dot(J, J.T, out=A)
+            A += self._lam2_eye
             mujoco.mju_cholFactor(A, 0.0)
-            y = self._y
+            z = self.q_home - q
+            z *= self.null_gain
+            e -= J @ z
             mujoco.mju_cholSolve(y, A, e)
-            z = self.null_gain * (self.q_home - q)
-            mujoco.mju_cholSolve(self._y2, A, J @ z)
-            dq = J.T @ (y - self._y2) + z
-            q = np.minimum(np.maximum(q + dq, self.lo), self.hi)
+            dq = J.T @ y
+            dq += z
+            dq += q
+            q = np.minimum(np.maximum(dq, self.lo, out=dq), self.hi, out=dq)
         else:
             if final_check:
-                pos, quat = self.fk(q)
-                pos_err = float(np.linalg.norm(target_pos - pos))
-                rot_err = float(np.linalg.norm(rot_error(target_quat, quat)))
+                pos, quat = self._fk_view(q)
+                np.subtract(target_pos, pos, out=e_pos)
+                self._rot_error(target_quat, quat, e_rot)
+                pos_err, rot_err = math.sqrt(e_pos @ e_pos), math.sqrt(e_rot @ e_rot)
         return IKResult(q, pos_err, rot_err, it, start_pos)

@@ -40,7 +40,7 @@ def build_xml(objects_xml: str, sim_cfg: SimConfig, dt_s: float | None = None) -
     return f"""
 <mujoco model="hil_robot_tabletop">
   <compiler angle="radian" autolimits="true"/>
-  <option timestep="{dt}" integrator="implicitfast" cone="pyramidal" impratio="1">
+  <option timestep="{dt}" integrator="Euler" cone="pyramidal" impratio="1">
     <flag energy="disable" sleep="enable"/>
   </option>
   <size memory="2M"/>

@@ -11,6 +11,7 @@ the joint target ramped across them).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import mujoco
@@ -45,6 +46,7 @@ class SimWorld:
         self.arm_dadr = as_slice(np.array([m.jnt_dofadr[j] for j in jid]))
         self.finger_qadr = np.array([m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"finger_{s}")]
                                      for s in ("left", "right")])
+        self._finger_lr = (int(self.finger_qadr[0]), int(self.finger_qadr[1]))
         self.finger_dadr = np.array([m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"finger_{s}")]
                                      for s in ("left", "right")])
         self.tcp_site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, "tcp")
@@ -75,6 +77,8 @@ class SimWorld:
         self.rng = np.random.default_rng(seed)
         self.limit_counts: Counter[str] = Counter()
         self._quat = np.zeros(4)
+        self._dq = np.zeros(4)
+        self._ctrl_arm, self._ctrl_fingers = self.data.ctrl[:7], self.data.ctrl[7:9]  # views, kept for the data's life
         self.reset()
 
     # ------------------------------------------------------------------ episode
@@ -135,23 +139,41 @@ class SimWorld:
         if a.shape != (ACTION_DIM,):
             raise ValueError(f"action must have shape ({ACTION_DIM},) [dx,dy,dz,drx,dry,drz,gripper], got {a.shape}")
         limits: list[str] = []
-        if not np.isfinite(a).all():
+        peak = float(np.abs(a).max())  # NaN/Inf -> not finite: one reduction checks both cases
+        if not math.isfinite(peak):
             limits.append("nan_hold")  # hold pose and gripper; nothing non-finite reaches physics
             a = np.array([0, 0, 0, 0, 0, 0, self.gripper_cmd], dtype=np.float64)
-        elif (np.abs(a) > 1.0).any():
+        elif peak > 1.0:
             limits.append("clip_action")
             a = np.clip(a, -1.0, 1.0)
-        st = self.state()
+        st = self._cached_state()
         pos, quat = st[0:3].astype(np.float64), st[3:7].astype(np.float64)
         base_pos, base_quat = self.target_pos, self.target_quat
         dp = base_pos - pos
         if dp @ dp > RESYNC_M * RESYNC_M:
             base_pos, base_quat = pos, quat
         target_pos = base_pos + a[:3] * self.max_pos
-        target_quat = quat_normalize(quat_mul(quat_from_rotvec(a[3:6] * self.max_rot), base_quat))
+        target_quat = self._rotated(a[3:6] * self.max_rot, base_quat)
         limits += self._set_target(target_pos, target_quat, float(a[6]), iters=self.sim_cfg.ik_iterations)
-        self.limit_counts.update(limits)
+        if limits:
+            self.limit_counts.update(limits)
         return a.astype(np.float32), tuple(limits)
+
+    def _rotated(self, rotvec: np.ndarray, quat: np.ndarray) -> np.ndarray:
+        """Unit quaternion (w >= 0) of the world-frame rotation ``rotvec`` [3] rad applied to ``quat`` [4]
+        (MuJoCo's C quaternion routines: this runs every tick)."""
+        out = np.empty(4)
+        angle = math.sqrt(float(rotvec @ rotvec))
+        if angle < 1e-12:
+            out[:] = quat
+        else:
+            mujoco.mju_axisAngle2Quat(self._dq, rotvec / angle, angle)
+            mujoco.mju_mulQuat(out, self._dq, quat)
+        if mujoco.mju_normalize4(out) < 1e-12:
+            out[:] = (1.0, 0.0, 0.0, 0.0)
+        if out[0] < 0:
+            np.negative(out, out=out)
+        return out
 
     def apply_pose_target(self, pose8: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
         """Absolute target: pos[3] m, quat[4] wxyz, gripper[1] in [-1, 1] -> one control tick."""
@@ -165,7 +187,8 @@ class SimWorld:
         if abs(p[7]) > 1.0:
             limits.append("clip_action")
         limits += self._set_target(p[:3], quat_normalize(p[3:7]), float(np.clip(p[7], -1, 1)), iters=30)
-        self.limit_counts.update(limits)
+        if limits:
+            self.limit_counts.update(limits)
         return np.concatenate([self.target_pos, self.target_quat, [self.gripper_cmd]]).astype(np.float32), tuple(limits)
 
     def _set_target(self, pos: np.ndarray, quat: np.ndarray, gripper: float, iters: int) -> list[str]:
@@ -191,16 +214,17 @@ class SimWorld:
 
     def _step_physics(self) -> None:
         """Advance one control tick. The joint target is ramped from the last one in a few chunks so
-        all joints move together (a straight joint-space path, no Cartesian wobble from uneven lag)."""
-        d = self.data
-        d.ctrl[7:9] = panda.FINGER_TRAVEL_M * (1.0 - self.gripper_cmd) * 0.5
+        all joints move together (a straight joint-space path, no Cartesian wobble from uneven lag);
+        each chunk is one ``mj_step(..., nstep=n)`` call with constant ctrl."""
+        m, d, arm = self.model, self.data, self._ctrl_arm
+        self._ctrl_fingers[:] = panda.FINGER_TRAVEL_M * (1.0 - self.gripper_cmd) * 0.5
         q0, q1 = self._q_ctrl, self.q_target
-        ramp = q0 + self._ramp_fractions[:, None] * (q1 - q0)  # [chunks, 7]
-        for k in range(self._chunks):
-            n = self._chunk_steps[k]
-            d.ctrl[:7] = ramp[k]
-            mujoco.mj_step(self.model, d, nstep=n)
-        self._q_ctrl = q1.copy()
+        ramp = np.multiply.outer(self._ramp_fractions, q1 - q0)  # [chunks, 7]
+        ramp += q0
+        for row, n in zip(ramp, self._chunk_steps):
+            arm[:] = row
+            mujoco.mj_step(m, d, nstep=n)
+        self._q_ctrl = q1
         self.steps += 1
         self._state = None
 
@@ -212,25 +236,33 @@ class SimWorld:
 
     def state(self) -> np.ndarray:
         """float32[15]: ee_pos, ee_quat, gripper opening (0 closed .. 1 open), 7 joint angles (a copy)."""
+        return self._cached_state().copy()
+
+    def _cached_state(self) -> np.ndarray:
+        """The state of this tick, computed once (read-only use: not a copy)."""
         if self._state is None:
             self._state = self._compute_state()
-        return self._state.copy()
+        return self._state
 
     def _compute_state(self) -> np.ndarray:
-        pos, quat = self.tcp_pose()
-        d = self.data
+        d, q = self.data, self._quat
+        mujoco.mju_mat2Quat(q, d.site_xmat[self.tcp_site])
+        if q @ self.down_quat < 0:  # same sign convention as tcp_pose()
+            np.negative(q, out=q)
+        qpos = d.qpos
         out = np.empty(STATE_DIM, np.float32)
-        out[0:3] = pos
-        out[3:7] = quat
-        out[7] = min(1.0, max(0.0, float(d.qpos[self.finger_qadr].sum()) / (2 * panda.FINGER_TRAVEL_M)))
-        out[8:15] = d.qpos[self.arm_qadr]
+        out[0:3] = d.site_xpos[self.tcp_site]
+        out[3:7] = q
+        fl, fr = self._finger_lr
+        out[7] = min(1.0, max(0.0, (float(qpos[fl]) + float(qpos[fr])) / (2 * panda.FINGER_TRAVEL_M)))
+        out[8:15] = qpos[self.arm_qadr]
         return out
 
     def task_state(self) -> np.ndarray:
         return self.task.task_state(self.data)
 
     def status(self, state: np.ndarray | None = None) -> dict:
-        return self.task.status(self.data, RobotView.from_state(self.state() if state is None else state))
+        return self.task.status(self.data, RobotView.from_state(self._cached_state() if state is None else state))
 
     def sim_time_s(self) -> float:
         return float(self.data.time)

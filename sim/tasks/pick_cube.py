@@ -7,7 +7,8 @@ import math
 import mujoco
 import numpy as np
 
-from sim.tasks.base import EDGE_MARGIN_M, RobotView, Task, clip01, in_grasp, out_of_workspace, status_dict
+from sim.tasks.base import (EDGE_MARGIN_M, GRIPPER_MAX_OPENING_M, RobotView, Task, clip01, out_of_workspace,
+                            status_dict)
 
 CUBE_HALF_M = 0.02
 LIFT_M = 0.08  # success: the cube's bottom at least this far above the table, held by the gripper
@@ -49,16 +50,20 @@ class PickCube(Task):
         return out
 
     def status(self, data, robot: RobotView) -> dict:
-        cube = data.xpos[self.cube_body]
-        d = float(np.linalg.norm(cube - robot.tcp_pos))
+        # plain floats: this runs every tick and a dozen tiny numpy calls would cost more than the math
+        cx, cy, cz = data.xpos[self.cube_body].tolist()
+        tx, ty, tz = robot.tcp_pos.tolist()
+        dx, dy, dz = cx - tx, cy - ty, cz - tz
+        d = math.sqrt(dx * dx + dy * dy + dz * dz)
         if self.d0 is None:
             self.d0 = max(d, 1e-3)
-        held = in_grasp(robot, cube, 2 * CUBE_HALF_M)
-        lift = cube[2] - CUBE_HALF_M
+        near = math.hypot(dx, dy) < 0.02 and abs(dz) < 0.03
+        jaw_m = robot.opening * GRIPPER_MAX_OPENING_M
+        held = near and -0.006 < 2 * CUBE_HALF_M - jaw_m < 0.012  # == in_grasp(robot, cube, 2 * CUBE_HALF_M)
+        lift = cz - CUBE_HALF_M
         success = held and lift >= LIFT_M
-        failed = out_of_workspace(cube[:2])
-        risk = out_of_workspace(cube[:2], EDGE_MARGIN_M)
-        near = np.hypot(*(cube[:2] - robot.tcp_pos[:2])) < 0.02 and abs(cube[2] - robot.tcp_pos[2]) < 0.03
+        failed = out_of_workspace((cx, cy))
+        risk = out_of_workspace((cx, cy), EDGE_MARGIN_M)
         if held:
             sub, prog = "lift", 2 / 3 + clip01(lift / LIFT_M) / 3
         elif near:
