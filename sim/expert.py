@@ -18,9 +18,9 @@ from typing import Any, Callable
 import numpy as np
 
 from hil_robot.config.robot import RobotConfig
+from hil_robot.rotations import quat_conj, quat_from_yaw, quat_mul, relative_rotvec, wrap_angle, yaw_of
 from hil_robot.types import STATE_LAYOUT
 from sim.panda import DOWN_QUAT
-from sim.rotations import quat_conj, quat_from_yaw, quat_mul, rot_error, wrap_angle, yaw_of
 from sim.tasks import check_task
 from sim.tasks import peg_insert as peg
 from sim.tasks import pick_cube as pick
@@ -69,7 +69,7 @@ def plan_to_action(plan: Plan, robot: RobotView, max_pos_m: float, max_rot_rad: 
     if n > cap:
         dp *= cap / n  # keep the direction, cap the largest component
     a[:3] = dp
-    a[3:6] = np.clip(k * rot_error(plan.quat, robot.tcp_quat) / max_rot_rad, -1.0, 1.0)
+    a[3:6] = np.clip(k * relative_rotvec(plan.quat, robot.tcp_quat) / max_rot_rad, -1.0, 1.0)
     a[6] = plan.gripper
     return a
 

@@ -26,9 +26,9 @@ import numpy as np
 
 from hil_robot.config.robot import RobotConfig
 from hil_robot.config.teleop import SimOperatorConfig
+from hil_robot.rotations import relative_rotvec
 from hil_robot.types import OperatorCommand, OperatorMode, Segment
 from sim.expert import OPEN, make_expert, plan_to_action, recovery_plan
-from sim.rotations import rot_error
 from sim.tasks import check_task, make_task
 from sim.tasks.base import RobotView
 
@@ -104,7 +104,7 @@ class SimulatedOperator:
         if self.phase == Phase.RECOVERY:
             plan = recovery_plan(self.task, robot, ts)
             reached = (np.linalg.norm(plan.pos - robot.tcp_pos) < self.cfg.recovery_tol_m
-                       and np.linalg.norm(rot_error(plan.quat, robot.tcp_quat)) < 0.15
+                       and np.linalg.norm(relative_rotvec(plan.quat, robot.tcp_quat)) < 0.15
                        and (plan.gripper != OPEN or robot.opening > 0.8))
             if reached or step - self.phase_start >= self.cfg.max_recovery_steps:
                 self.phase, self.phase_start = Phase.CORRECTION, step

@@ -18,9 +18,9 @@ import numpy as np
 
 from hil_robot.config.robot import RobotConfig
 from hil_robot.config.sim import SimConfig
+from hil_robot.rotations import quat_conj, quat_mul, quat_to_rotvec
 from hil_robot.types import IMAGE_PREFIX, SentAction
 from sim.render import CameraRenderer
-from sim.rotations import quat_conj, quat_mul, quat_to_rotvec
 from sim.world import SimWorld
 
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from hil_robot.config.robot import RobotConfig
 from hil_robot.config.sim import SimConfig
+from hil_robot.rotations import quat_from_rotvec, quat_mul, quat_normalize
 from hil_robot.types import ACTION_DIM, STATE_DIM
 from sim import panda
 from sim.ik import DampedLeastSquaresIK, as_slice
-from sim.rotations import quat_from_rotvec, quat_mul, quat_normalize
 from sim.scene import build_xml
 from sim.tasks import make_task
 from sim.tasks.base import RobotView

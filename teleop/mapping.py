@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from teleop.rotations import (
+from hil_robot.rotations import (
     XR_TO_BASE, quat_angle_rad, quat_conj, quat_from_rotvec, quat_mul, quat_normalize, quat_to_rotvec, rot_z,
 )
 
@@ -83,6 +83,8 @@ class PoseMapper:
             return MappedPose(self.target.copy(), False, "tracking_lost")
         ctrl = np.asarray(controller_pose, dtype=np.float64).copy()
         ctrl[3:] = quat_normalize(ctrl[3:])
+        if not np.isfinite(ctrl[3]):  # zero-norm quaternion (the shared quat_normalize gives NaN)
+            raise ValueError(f"controller quaternion {controller_pose[3:]} has no direction (zero norm)")
         if not self.engaged:
             self.engaged = True
             self._ctrl_anchor = ctrl

@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from hil_robot import rotations
 from hil_robot.config.robot import RobotConfig
-from hil_robot.control import rotations
 from hil_robot.types import ACTION_DIM, STATE_DIM, STATE_LAYOUT, ContractError, OperatorCommand, SentAction
 
 
@@ -56,7 +56,7 @@ class KinematicRobot:
             raise ContractError(f"kinematic robot got a bad action {a}")
         self.sent.append(a.astype(np.float32))
         self.pos = self.pos + a[:3] * self.cfg.max_delta_pos_m
-        dq = rotations.rotvec_to_quat(a[3:6] * self.cfg.max_delta_rot_rad)
+        dq = rotations.quat_from_rotvec(a[3:6] * self.cfg.max_delta_rot_rad)
         self.quat = rotations.quat_normalize(rotations.quat_mul(dq, self.quat))
         self.gripper_cmd = float(a[6])
         self.steps += 1

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from hil_robot import rotations
 from hil_robot.config._build import ConfigError
 from hil_robot.config.robot import RobotConfig
-from hil_robot.control import rotations
 from hil_robot.types import ACTION_DIM
 
 FLAGS: tuple[str, ...] = (
@@ -280,7 +280,7 @@ def pose_targets_to_actions(
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(pose8).all(axis=1) & (np.linalg.norm(np.nan_to_num(quat), axis=1) > 1e-6)
         jump = np.linalg.norm(pos - ref_pos_m, axis=1) > limits.pose_jump_m
-        jump |= rotations.quat_angle(quat, ref_quat) > limits.pose_jump_rad
+        jump |= rotations.quat_angle_rad(quat, ref_quat) > limits.pose_jump_rad
         jump = np.where(finite, jump, False)
         dpos = (pos - ee_pos_m) / limits.pos_scale_m
         drot = rotations.relative_rotvec(quat, ee_quat) / limits.rot_scale_rad

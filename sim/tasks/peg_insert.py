@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.rotations import z_axis
+from hil_robot.rotations import z_axis
 from sim.tasks.base import EDGE_MARGIN_M, RobotView, Task, clip01, in_grasp, out_of_workspace, status_dict
 
 PEG_RADIUS_M = 0.012

@@ -12,7 +12,7 @@ from hil_robot.config.robot import RobotConfig
 from hil_robot.config.teleop import TeleopConfig
 from hil_robot.types import OperatorMode, Segment
 from teleop.operator import DeviceOperator
-from teleop.rotations import quat_conj, quat_mul, quat_to_rotvec
+from hil_robot.rotations import quat_conj, quat_mul, quat_to_rotvec
 from teleop.web.server import TeleopWebServer
 from teleop.webxr import WebXRDevice
 

@@ -56,7 +56,7 @@ def test_missing_and_unopenable_devices_are_named():
 
 
 def test_arm_presets_and_twist_math():
-    pytest.importorskip("hil_robot.control.rotations")
+    pytest.importorskip("hil_robot.rotations")
     from hil_robot_ros.arm_presets import PRESETS, clamp_twist, gripper_opening, integrate_twist
 
     assert PRESETS["franka_cartesian_impedance"].command_style == "pose"

@@ -144,9 +144,9 @@ def test_pose_targets_jump_guard_and_limits(cfg: RobotConfig, seed: int) -> None
     act, jumped = pose_targets_to_actions(limits, pose, ee, eq, ee, eq)
     COUNTED["commands"] += n
     far = np.linalg.norm(pose[:, :3] - ee, axis=1) > limits.pose_jump_m
-    from hil_robot.control.rotations import quat_angle
+    from hil_robot.rotations import quat_angle_rad
 
-    far |= quat_angle(pose[:, 3:7], eq) > limits.pose_jump_rad
+    far |= quat_angle_rad(pose[:, 3:7], eq) > limits.pose_jump_rad
     finite = np.isfinite(pose).all(axis=1)
     assert (jumped == (far & finite)).all(), "pose-jump guard decision wrong"
     assert np.isnan(act[jumped | ~finite]).all(), "rejected target produced a command"

@@ -8,7 +8,7 @@ import pytest
 import sim  # noqa: F401  (headless GL default)
 from hil_robot.config import RobotConfig, SimConfig
 from sim import panda
-from sim.rotations import quat_from_rotvec, quat_mul, rot_error
+from hil_robot.rotations import quat_from_rotvec, quat_mul, relative_rotvec
 from sim.robot import SimRobot
 from sim.world import SimWorld, substeps_for
 
@@ -67,7 +67,7 @@ def test_pose_target_is_tracked_by_the_physical_arm():
         robot.send_pose_target(pose)
     st = robot.observe()["state"]
     assert np.linalg.norm(st[:3] - pose[:3]) < 0.004, f"TCP {st[:3]} did not reach {pose[:3]}"
-    assert np.linalg.norm(rot_error(pose[3:7].astype(float), st[3:7].astype(float))) < 0.03
+    assert np.linalg.norm(relative_rotvec(pose[3:7].astype(float), st[3:7].astype(float))) < 0.03
 
 
 def test_delta_actions_move_the_tcp_by_the_configured_step():

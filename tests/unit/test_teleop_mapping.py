@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from teleop.mapping import PoseMapper, pose_to_action
-from teleop.rotations import quat_angle_rad, quat_from_rotvec, quat_mul, quat_to_rotvec
+from hil_robot.rotations import quat_angle_rad, quat_from_rotvec, quat_mul, quat_to_rotvec
 
 ROBOT = np.array([0.5, 0.0, 0.3, 0.0, 1.0, 0.0, 0.0])  # EE pointing down
 ID_Q = [1.0, 0.0, 0.0, 0.0]

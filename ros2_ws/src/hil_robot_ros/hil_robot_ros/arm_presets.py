@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from hil_robot.control.rotations import quat_mul, quat_normalize, rotvec_to_quat
+from hil_robot.rotations import quat_from_rotvec, quat_mul, quat_normalize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +92,7 @@ def integrate_twist(pos: np.ndarray, quat_wxyz: np.ndarray, twist: np.ndarray, d
     """Pose after applying base-frame twist [vx, vy, vz, wx, wy, wz] for ``dt_s`` seconds."""
     twist = np.asarray(twist, dtype=np.float64)
     new_pos = np.asarray(pos, dtype=np.float64) + twist[:3] * dt_s
-    dq = rotvec_to_quat(twist[3:6] * dt_s)
+    dq = quat_from_rotvec(twist[3:6] * dt_s)
     return new_pos, quat_normalize(quat_mul(dq, np.asarray(quat_wxyz, dtype=np.float64)))
 
 
