@@ -31,6 +31,7 @@ class EpisodeResult:
     actions: np.ndarray  # [T, 7] executed
     policy_actions: np.ndarray  # [T, 7]
     operator_log: list[dict[str, Any]]
+    perturbations: int = 0  # deliberate perturbation events (not counted as interventions)
 
     @property
     def segment_counts(self) -> dict[str, int]:
@@ -65,7 +66,7 @@ def run_episode(robot: SimRobot, policy: Policy, operator: Any | None = None, se
     if operator is not None:
         operator.reset()
     frames, segments, executed, proposed = [], [], [], []
-    interventions, outcome, prev_mode = 0, "timeout", OperatorMode.AUTONOMOUS
+    interventions, perturbations, outcome, prev_mode = 0, 0, "timeout", OperatorMode.AUTONOMOUS
     if record_video:
         frames.append(video_frame(obs, robot))
     for step in range(max_steps):
@@ -82,8 +83,10 @@ def run_episode(robot: SimRobot, policy: Policy, operator: Any | None = None, se
                 outcome = "success" if status["success"] else "failure"
                 break
             cmd, mode, segment = None, OperatorMode.AUTONOMOUS, Segment.AUTONOMOUS
-        if mode != OperatorMode.AUTONOMOUS and prev_mode == OperatorMode.AUTONOMOUS:
+        if mode != prev_mode and mode == OperatorMode.TAKEOVER:
             interventions += 1
+        elif mode != prev_mode and mode == OperatorMode.PERTURBATION:
+            perturbations += 1
         prev_mode = mode
         if cmd is not None and mode != OperatorMode.AUTONOMOUS and cmd.pose_target is not None:
             sent = robot.send_pose_target(cmd.pose_target)
@@ -106,5 +109,5 @@ def run_episode(robot: SimRobot, policy: Policy, operator: Any | None = None, se
         segments=relabel_pre_intervention(segments, pre_intervention_k), limit_counts=robot.limit_counts,
         frames=frames, actions=np.array(executed, np.float32).reshape(-1, 7),
         policy_actions=np.array(proposed, np.float32).reshape(-1, 7),
-        operator_log=list(getattr(operator, "log", [])),
+        operator_log=list(getattr(operator, "log", [])), perturbations=perturbations,
     )

@@ -6,6 +6,7 @@ import dataclasses
 
 from hil_robot.config._build import ConfigError, choice, in_range, positive
 
+PERTURB_KINDS = ("push", "drop")  # simulated operator perturbations
 DEVICES = ("sim_operator", "keyboard", "spacemouse", "gamepad", "openxr", "webxr", "none")
 
 
@@ -20,6 +21,12 @@ class SimOperatorConfig:
     recovery_tol_m: float = 0.015  # recovery ends when the TCP is this close to the familiar pose
     max_recovery_steps: int = 25  # ... or after this many ticks
     max_correction_steps: int = 40  # correction hands back after this many ticks even if the sub-task is not done
+    # --- deliberate perturbations (segment 'perturbation'; off while perturb_prob = 0)
+    perturb_prob: float = 0.0  # chance per episode that the operator disturbs the scene once
+    perturb_window: tuple[int, int] = (5, 40)  # the event starts at a step drawn from [lo, hi] ("drop": first held step from there)
+    perturb_steps: int = 4  # ticks the operator drives during one perturbation
+    perturb_kinds: tuple[str, ...] = ("push", "drop")  # push: shove the EE off course; drop: open the jaw while holding
+    perturb_push_scale: float = 1.0  # normalised translation command of a push (1 = max_delta_pos_m per tick)
 
     def __post_init__(self) -> None:
         positive("teleop.sim_operator.stall_steps", self.stall_steps)
@@ -29,6 +36,17 @@ class SimOperatorConfig:
         positive("teleop.sim_operator.max_correction_steps", self.max_correction_steps)
         positive("teleop.sim_operator.reaction_delay_steps", self.reaction_delay_steps, allow_zero=True)
         positive("teleop.sim_operator.action_noise_std", self.action_noise_std, allow_zero=True)
+        in_range("teleop.sim_operator.perturb_prob", self.perturb_prob, 0.0, 1.0)
+        lo, hi = self.perturb_window
+        positive("teleop.sim_operator.perturb_window[0]", lo, allow_zero=True)
+        if hi < lo:
+            raise ConfigError(f"teleop.sim_operator.perturb_window={list(self.perturb_window)!r} must be [lo, hi] with lo <= hi")
+        positive("teleop.sim_operator.perturb_steps", self.perturb_steps)
+        if not self.perturb_kinds:
+            raise ConfigError("teleop.sim_operator.perturb_kinds is empty; choose from: push, drop")
+        for kind in self.perturb_kinds:
+            choice("teleop.sim_operator.perturb_kinds[]", kind, PERTURB_KINDS)
+        in_range("teleop.sim_operator.perturb_push_scale", self.perturb_push_scale, 0.0, 1.0)
 
 
 @dataclasses.dataclass
