@@ -41,7 +41,7 @@ def build_xml(objects_xml: str, sim_cfg: SimConfig, dt_s: float | None = None) -
 <mujoco model="hil_robot_tabletop">
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{dt}" integrator="Euler" cone="pyramidal" impratio="1">
-    <flag energy="disable" sleep="enable"/>
+    <flag energy="disable" sleep="enable" eulerdamp="disable"/>
   </option>
   <size memory="2M"/>
   <visual>
