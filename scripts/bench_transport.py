@@ -8,8 +8,9 @@ server hosts ``NullPolicy`` (returns a precomputed chunk), so the round trip is 
 Rows:
 * policy RTT: obs = two 128x128x3 uint8 images + 32 float32 state + prompt -> chunk 50x7 float32,
   hil_robot (msgpack + zero-copy frames, DEALER/ROUTER) vs. a NAIVE BASELINE that pickles the same
-  dicts over REQ/REP. The baseline exists only inside this benchmark (the project never pickles
-  on a socket).
+  dicts over REQ/REP, vs. a FLOOR: bare pyzmq DEALER/ROUTER echoing the same request/reply frames with
+  no encode/decode/validation. All three are measured interleaved in the same run. The baseline and
+  the floor exist only inside this benchmark (the project never pickles on a socket).
 * weight staleness: publisher.publish() called -> first policy reply that reports the new version
   (serialise, checksum, chunk, send, reassemble, verify, validate, stage, install at a boundary).
 * transition stream: steps/s acknowledged by a receiver process (two 128x128 cameras per step), and
@@ -122,58 +123,99 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
-def bench_policy_rtt(n: int) -> dict[str, float]:
-    from hil_robot.transport.policy_client import PolicyClient, TransportTimeout
+def _serve_floor(port: int, reply: list[bytes], ready: Any) -> None:
+    """FLOOR ONLY: a bare pyzmq ROUTER that answers every message with pre-encoded reply frames
+    (no decode, no validation, no policy): what zmq + loopback TCP + Python socket calls cost alone."""
+    import zmq
 
-    port = free_port()
-    proc = _start(_serve_hil, port, 0, 1024)
-    obs = make_obs()
-    try:
-        client = PolicyClient(f"tcp://127.0.0.1:{port}", timeout_s=5.0, heartbeat_s=None)
-        client.wait_ready(30)
-        for _ in range(300):
-            client.infer(obs)
-        rtt, server_ms, timeouts = [], [], 0
-        for _ in range(n):
-            t0 = time.perf_counter()
-            try:
-                out = client.infer(obs)
-            except TransportTimeout:  # counted, and kept in the distribution at its full cost
-                timeouts += 1
-            else:
-                server_ms.append(out["timing"]["server_ms"])
-            rtt.append((time.perf_counter() - t0) * 1e3)
-        assert out["actions"].shape == (50, 7) and out["actions"].dtype == np.float32
-        client.close()
-    finally:
-        proc.kill()
-    return {"policy_rtt_p50_ms": pct(rtt, 50), "policy_rtt_p99_ms": pct(rtt, 99), "policy_rtt_mean_ms": float(np.mean(rtt)),
-            "policy_server_side_p50_ms": pct(server_ms, 50), "policy_timeouts": float(timeouts)}
+    sock = zmq.Context().socket(zmq.ROUTER)
+    sock.bind(f"tcp://127.0.0.1:{port}")
+    ready.set()
+    while True:
+        peer = sock.recv_multipart(copy=False)[0]
+        sock.send_multipart([peer, *reply], copy=False)
 
 
-def bench_pickle_baseline(n: int) -> dict[str, float]:
+def bench_policy_rtt(n: int, rounds: int = 5) -> dict[str, float]:
+    """Policy round trip, three ways, measured interleaved in ``rounds`` chunks (so load changes on a
+    shared machine hit every row alike), all with the same observation and a 50x7 float32 reply:
+
+    * hil_robot: PolicyClient (default settings: request ids, timeouts, validation, heartbeat thread
+      on) -> PolicyServer(NullPolicy) in another process;
+    * baseline: pickle over REQ/REP (naive; benchmark only);
+    * floor: bare pyzmq DEALER -> ROUTER echo of the very frames hil_robot sends, answered with the
+      very reply frames hil_robot's server sends, without any encode/decode/validation.
+    """
     import pickle  # noqa: S403  NAIVE BASELINE ONLY (see module doc)
 
     import zmq
 
-    port = free_port()
-    proc = _start(_serve_pickle_baseline, port)
+    from hil_robot.transport.codec import encode
+    from hil_robot.transport.policy_client import PolicyClient, TransportTimeout
+
     obs = make_obs()
-    sock = zmq.Context().socket(zmq.REQ)
-    sock.connect(f"tcp://127.0.0.1:{port}")
-    try:
-        rtt = []
-        for i in range(n + 300):
-            t0 = time.perf_counter()
-            sock.send(pickle.dumps(obs, protocol=pickle.HIGHEST_PROTOCOL))
-            out = pickle.loads(sock.recv())  # noqa: S301  baseline only
-            if i >= 300:
-                rtt.append((time.perf_counter() - t0) * 1e3)
+    req_frames = [bytes(memoryview(f).cast("B")) for f in encode({"type": "infer", "id": 1, "obs": obs})]
+    reply_frames = [bytes(memoryview(f).cast("B")) for f in encode(
+        {"actions": np.zeros((50, 7), np.float32), "policy_version": 0, "type": "result", "id": 1,
+         "timing": {"infer_ms": 0.001, "batch_size": 1, "server_ms": 0.05}})]
+    ports = [free_port() for _ in range(3)]
+    procs = [_start(_serve_hil, ports[0], 0, 1024), _start(_serve_pickle_baseline, ports[1]),
+             _start(_serve_floor, ports[2], reply_frames)]
+    ctx = zmq.Context()
+    req = ctx.socket(zmq.REQ)
+    req.connect(f"tcp://127.0.0.1:{ports[1]}")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(f"tcp://127.0.0.1:{ports[2]}")
+    client = PolicyClient(f"tcp://127.0.0.1:{ports[0]}", timeout_s=5.0)
+    rtt: dict[str, list[float]] = {"hil": [], "baseline": [], "floor": []}
+    server_ms: list[float] = []
+    timeouts = 0
+
+    def hil_once() -> None:
+        nonlocal timeouts
+        try:
+            out = client.infer(obs)
+        except TransportTimeout:  # counted, and kept in the distribution at its full cost
+            timeouts += 1
+            return
+        assert out["actions"].shape == (50, 7) and out["actions"].dtype == np.float32
+        server_ms.append(out["timing"]["server_ms"])
+
+    def baseline_once() -> None:
+        req.send(pickle.dumps(obs, protocol=pickle.HIGHEST_PROTOCOL))
+        out = pickle.loads(req.recv())  # noqa: S301  baseline only
         assert out["actions"].shape == (50, 7)
+
+    def floor_once() -> None:
+        dealer.send_multipart(req_frames, copy=False)
+        assert len(dealer.recv_multipart(copy=False)) == len(reply_frames)
+
+    rows = {"hil": hil_once, "baseline": baseline_once, "floor": floor_once}
+    try:
+        client.wait_ready(30)
+        for once in rows.values():
+            for _ in range(300):  # warm-up, not measured
+                once()
+        server_ms.clear()
+        per_round = max(n // rounds, 1)
+        for _ in range(rounds):
+            for name, once in rows.items():
+                times = rtt[name]
+                for _ in range(per_round):
+                    t0 = time.perf_counter()
+                    once()
+                    times.append((time.perf_counter() - t0) * 1e3)
     finally:
-        sock.close(linger=0)
-        proc.kill()
-    return {"baseline_rtt_p50_ms": pct(rtt, 50), "baseline_rtt_p99_ms": pct(rtt, 99)}
+        client.close()
+        req.close(linger=0)
+        dealer.close(linger=0)
+        for proc in procs:
+            proc.kill()
+    h, b, f = rtt["hil"], rtt["baseline"], rtt["floor"]
+    return {"policy_rtt_p50_ms": pct(h, 50), "policy_rtt_p99_ms": pct(h, 99), "policy_rtt_mean_ms": float(np.mean(h)),
+            "policy_server_side_p50_ms": pct(server_ms, 50), "policy_timeouts": float(timeouts),
+            "baseline_rtt_p50_ms": pct(b, 50), "baseline_rtt_p99_ms": pct(b, 99),
+            "zmq_floor_rtt_p50_ms": pct(f, 50), "zmq_floor_rtt_p99_ms": pct(f, 99)}
 
 
 def bench_staleness(n_params: int, reps: int) -> dict[str, float]:
@@ -253,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     def note(part: dict[str, float]) -> None:
         res.update(part)
         print("  " + ", ".join(f"{k}={v:.3f}" for k, v in part.items()), flush=True)
+    load_start = os.getloadavg()
     note(bench_policy_rtt(n_rtt))
-    note(bench_pickle_baseline(n_rtt))
     sizes = [(1_000_000, 5 if args.quick else 10), (10_000_000, 5 if args.quick else 10)]
     if not (args.quick or args.skip_100m):
         sizes.append((100_000_000, 3))
@@ -272,7 +314,12 @@ def main(argv: list[str] | None = None) -> int:
           f"p50 {res['baseline_rtt_p50_ms']:.3f} ms vs hil_robot {res['policy_rtt_p50_ms']:.3f} ms "
           f"(validated msgpack, request ids, timeouts, error replies). "
           f"LeRobot gRPC async inference anchor: p50 18.6 ms / p99 34.1 ms.")
-    print(f"machine: {os.cpu_count()} cpus, load avg {os.getloadavg()[0]:.2f}")
+    print(f"floor = bare pyzmq DEALER/ROUTER echo of the same request/reply frames, same run: "
+          f"p50 {res['zmq_floor_rtt_p50_ms']:.3f} ms (what zmq, loopback TCP and the socket calls cost alone)")
+    load_end = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cpus, load avg (1/5/15 min) at start "
+          f"{' '.join(f'{x:.2f}' for x in load_start)}, at end {' '.join(f'{x:.2f}' for x in load_end)}")
+    res["load_avg_1min_start"], res["load_avg_1min_end"] = load_start[0], load_end[0]
     if args.json:
         with open(args.json, "w") as f:
             json.dump({k: round(v, 4) for k, v in res.items()}, f, indent=1)

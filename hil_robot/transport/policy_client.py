@@ -94,7 +94,7 @@ class PolicyClient:
             actions = validate_chunk(reply["actions"])
         except (KeyError, ContractError) as e:
             raise RemotePolicyError(f"server sent a malformed result: {e}", "bad_reply") from None
-        if not np.all(np.isfinite(actions)):
+        if not np.isfinite(actions).all():
             raise RemotePolicyError("server sent non-finite actions (NaN/Inf); refusing to pass them on", "bad_reply")
         reply["actions"] = actions
         reply.pop("type", None)

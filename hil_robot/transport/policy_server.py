@@ -231,10 +231,11 @@ class PolicyServer:
             if self.on_idle is not None:
                 self.on_idle()
             return 0
-        batch = [(got[0], got[1], time.perf_counter())]
-        deadline = time.perf_counter() + self.batch_window_s
+        t_recv = time.perf_counter()
+        batch = [(got[0], got[1], t_recv)]
+        deadline = t_recv + self.batch_window_s
         while len(batch) < self.service.max_batch:
-            more = self.link.recv(max(deadline - time.perf_counter(), 0.0))
+            more = self.link.recv(deadline - time.perf_counter() if self.batch_window_s > 0 else 0.0)
             if more is None:
                 break
             batch.append((more[0], more[1], time.perf_counter()))
