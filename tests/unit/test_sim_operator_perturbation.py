@@ -4,7 +4,6 @@ perturbation steps and the replay gives them no behaviour-cloning weight."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
