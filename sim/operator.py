@@ -127,6 +127,7 @@ class SimulatedOperator:
             self.best_progress, self.last_improve_step = progress, step
         robot = RobotView.from_state(np.asarray(obs["state"]))
         ts = np.asarray(obs["task_state"])
+        self._held_ticks = self._held_ticks + 1 if status.get("held", False) else 0
         trigger = ""
         if mark:
             self.phase = Phase.WATCHING  # episode is over: hands off
@@ -191,7 +192,6 @@ class SimulatedOperator:
         if plan is None or self.perturbations:
             return False
         kind, start, last = plan
-        self._held_ticks = self._held_ticks + 1 if status.get("held", False) else 0
         if step > last:
             self._perturb_plan = None  # a drop whose window passed with nothing held: no event
             return False
