@@ -68,13 +68,16 @@ class SimulatedOperator:
         self.expert = make_expert(task, self.robot_cfg)
         self.can_hold = "grasp" in spec.subtasks  # tasks where a 'drop' perturbation makes sense
         self._seed = seed
+        self._episode = -1  # resets without a new seed since the last seed (perturbation plans differ per episode)
         self.rng = np.random.default_rng(seed)
         self.log: list[dict[str, Any]] = []
         self.reset()
 
     def reset(self, seed: int | None = None) -> None:
         if seed is not None:
-            self._seed = seed
+            self._seed, self._episode = seed, 0
+        else:
+            self._episode += 1
         self.rng = np.random.default_rng(self._seed)
         self.phase = Phase.WATCHING
         self.interventions = 0
@@ -94,11 +97,13 @@ class SimulatedOperator:
 
     def _plan_perturbation(self) -> tuple[str, int, int] | None:
         """(kind, first step, last step) of this episode's perturbation, or None. Its own generator
-        (from the seed), so turning perturbations on leaves the operator's noise sequence unchanged."""
+        (from the seed and the number of seedless resets since, so a controller that calls reset()
+        each episode gets a fresh draw per episode), so turning perturbations on leaves the
+        operator's noise sequence unchanged."""
         cfg = self.cfg
         if cfg.perturb_prob <= 0:
             return None
-        rng = np.random.default_rng(None if self._seed is None else (int(self._seed), 0x5EED))
+        rng = np.random.default_rng(None if self._seed is None else (int(self._seed), self._episode, 0x5EED))
         if rng.random() >= cfg.perturb_prob:
             return None
         kinds = [k for k in cfg.perturb_kinds if k != "drop" or self.can_hold]

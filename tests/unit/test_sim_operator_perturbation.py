@@ -16,7 +16,7 @@ from sim.operator import SimulatedOperator
 from sim.robot import SimRobot
 from sim.rollout import run_episode
 
-PERTURB = dict(perturb_prob=1.0, perturb_window=(3, 30), perturb_steps=4)
+PERTURB = dict(perturb_prob=1.0, perturb_window=(3, 8), perturb_steps=4)  # a push before the expert is done
 
 
 def _run(task: str, cfg: SimOperatorConfig, seed: int = 0, max_steps: int = 100, trace_cube: bool = False):
@@ -152,3 +152,14 @@ def _record(rec, res) -> None:
             policy_version=-1 if human else 0, reward=0.0, done=t == len(res.segments) - 1,
         ))
     rec.end_episode(success=res.success)
+
+
+def test_probability_is_per_episode_and_reproducible():
+    cfg = SimOperatorConfig(perturb_prob=0.5, perturb_kinds=("push",))
+    op = SimulatedOperator(cfg, "pick_cube", seed=11)
+    plans = [op._perturb_plan] + [(op.reset(), op._perturb_plan)[1] for _ in range(39)]  # reset() per episode
+    fired = sum(p is not None for p in plans)
+    assert 8 <= fired <= 32, f"{fired}/40 episodes planned a perturbation at p=0.5"
+    assert len({p[1] for p in plans if p is not None}) > 1  # start steps vary between episodes
+    again = SimulatedOperator(cfg, "pick_cube", seed=11)
+    assert [again._perturb_plan] + [(again.reset(), again._perturb_plan)[1] for _ in range(39)] == plans
