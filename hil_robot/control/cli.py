@@ -158,9 +158,12 @@ def controller(argv: list[str]) -> int:
         if not callable(getattr(policy, "load_weights", None)):
             raise ConfigError(f"subscribe_weights=true needs a local weight-updatable policy; {cfg.policy.name!r} is not")
         from hil_robot.transport.links import tcp_endpoint
+        from hil_robot.transport.security import keys_from_config
         from hil_robot.transport.weights import WeightSubscriber
 
-        subscriber = WeightSubscriber(tcp_endpoint(cfg.transport.host, cfg.transport.weights_port), policy)
+        t = cfg.transport  # connects to the learner's weight bus (CURVE client when transport.curve_keys_dir is set)
+        subscriber = WeightSubscriber(tcp_endpoint(t.host, t.weights_port), policy,
+                                      curve=keys_from_config(t, server=False), heartbeat_s=t.heartbeat_s)
         hook = subscriber.apply_pending  # staged weights go in between chunks only
     if opts["operator_endpoint"]:  # the operator runs in its own process (`hil-robot operator`)
         from hil_robot.transport.operator_link import RemoteOperator

@@ -5,7 +5,8 @@
     torchrun --nproc_per_node 2 -m hil_robot learner store=... learner.device=cpu   # DDP
 
 Options (key=value or --key value): ``store`` (one or more store folders, comma-separated),
-``run_dir``, ``endpoint`` (weight bus PUB endpoint; ``none`` to not publish), ``resume``
+``run_dir``, ``endpoint`` (weight bus PUB endpoint, bound; default ``transport.bind_host`` :
+``transport.weights_port``, with CURVE when ``transport.curve_keys_dir`` is set; ``none`` to not publish), ``resume``
 (continue from the run's latest checkpoint), ``wait_s`` (how long to wait for data); everything
 else is a Hydra override (``learner.*``, ``policy.*``, ``experiment.*``).
 """
@@ -61,12 +62,22 @@ def learner(argv: list[str]) -> int:
         aliases={"algorithm": "learner.algorithm", "steps": "learner.max_updates"},
     )
     stores = _stores(opts["store"], cfg)
-    endpoint = opts["endpoint"] or f"tcp://{cfg.transport.host}:{cfg.transport.weights_port}"
+    from hil_robot.transport.links import tcp_endpoint
+    from hil_robot.transport.security import check_bind_endpoint, keys_from_config
+
+    # the learner *binds* the weight bus: transport.bind_host (loopback unless CURVE keys are set);
+    # subscribers connect to transport.host
+    t = cfg.transport
+    endpoint = opts["endpoint"] or tcp_endpoint(t.bind_host, t.weights_port)
+    curve = None
     if endpoint.lower() == "none":
         endpoint = None
+    else:
+        curve = keys_from_config(t, server=True)
+        check_bind_endpoint(endpoint, curve, t.allow_insecure)
     try:
         summary = main(cfg, stores, opts["run_dir"] or None, endpoint=endpoint, resume=opts["resume"],
-                       stop=_stop_on_signals(), wait_for_data_s=opts["wait_s"])
+                       stop=_stop_on_signals(), wait_for_data_s=opts["wait_s"], curve=curve)
         is_main = dist.is_main()
     finally:
         dist.cleanup()

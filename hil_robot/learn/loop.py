@@ -103,7 +103,7 @@ class Learner:
 
     def __init__(self, cfg: RootConfig, stores: Sequence[str | os.PathLike], run_dir: str | os.PathLike, *,
                  endpoint: str | None = None, publisher: Any = None, resume: bool = True,
-                 stop: threading.Event | None = None, wait_for_data_s: float = 600.0):
+                 stop: threading.Event | None = None, wait_for_data_s: float = 600.0, curve: Any = None):
         from hil_robot.data import StoreReplay
 
         self.cfg = cfg
@@ -149,7 +149,9 @@ class Learner:
         if self.publisher is None and endpoint and self.main_rank:
             from hil_robot.transport.weights import WeightPublisher
 
-            self.publisher = WeightPublisher(endpoint)
+            t = cfg.transport  # curve: the bound endpoint's CURVE keys (transport.security.CurveKeys) or None
+            self.publisher = WeightPublisher(endpoint, curve=curve, chunk_bytes=t.weight_chunk_bytes,
+                                             checksum_algo=t.weight_checksum, heartbeat_s=t.heartbeat_s)
             self._own_publisher = True
         self.logger = MetricsLogger(self.run_dir, wandb_mode=cfg.experiment.wandb_mode, config=cfg.to_dict(),
                                     name=f"{cfg.experiment.name}-learner", enabled=self.main_rank)
@@ -335,13 +337,14 @@ class Learner:
 
 def main(cfg: RootConfig, stores: Sequence[str | os.PathLike], run_dir: str | os.PathLike | None = None, *,
          endpoint: str | None = None, publisher: Any = None, resume: bool = True, stop: threading.Event | None = None,
-         wait_for_data_s: float = 600.0) -> dict[str, Any]:
+         wait_for_data_s: float = 600.0, curve: Any = None) -> dict[str, Any]:
     """Run the learner until ``learner.max_updates``/``max_minutes`` or ``stop``; returns a summary.
 
     stores: episode store folders to learn from; run_dir: checkpoints, metrics.csv, metrics.png
-    (default ``<experiment.run_dir>/learner``); endpoint: weight bus PUB endpoint (None: no publishing).
+    (default ``<experiment.run_dir>/learner``); endpoint: weight bus PUB endpoint (None: no publishing);
+    curve: CURVE keys for that endpoint (``transport.security.keys_from_config(t, server=True)``; None: plain).
     """
     run_dir = Path(run_dir) if run_dir is not None else Path(cfg.experiment.run_dir) / "learner"
     learner = Learner(cfg, stores, run_dir, endpoint=endpoint, publisher=publisher, resume=resume, stop=stop,
-                      wait_for_data_s=wait_for_data_s)
+                      wait_for_data_s=wait_for_data_s, curve=curve)
     return learner.run()

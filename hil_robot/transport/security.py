@@ -117,3 +117,19 @@ def keys_from_config(cfg: Any, *, server: bool) -> CurveKeys | None:
     if server:
         return CurveKeys.for_server(cfg.curve_keys_dir, cfg.curve_key_name or "server")
     return CurveKeys.for_client(cfg.curve_keys_dir, cfg.curve_key_name or "client", cfg.curve_server_key)
+
+
+def check_bind_endpoint(endpoint: str, curve: "CurveKeys | None", allow_insecure: bool = False) -> None:
+    """Refuse to bind a tcp endpoint beyond loopback without CURVE (the rule TransportConfig applies to
+    ``bind_host``, for endpoints given explicitly, e.g. ``hil-robot learner endpoint=tcp://0.0.0.0:5556``)."""
+    from hil_robot.config._build import ConfigError
+    from hil_robot.config.transport import LOOPBACK_HOSTS
+
+    scheme, _, rest = endpoint.partition("://")
+    if scheme != "tcp" or curve is not None or allow_insecure:
+        return
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if host not in LOOPBACK_HOSTS:
+        raise ConfigError(f"endpoint {endpoint} exposes the weight bus beyond this machine without encryption; "
+                          "generate keys with `hil-robot keys dir=keys` and set transport.curve_keys_dir=keys "
+                          "(or set transport.allow_insecure=true on a trusted network)")
