@@ -215,7 +215,9 @@ def bench_policy_rtt(n: int, rounds: int = 5) -> dict[str, float]:
     return {"policy_rtt_p50_ms": pct(h, 50), "policy_rtt_p99_ms": pct(h, 99), "policy_rtt_mean_ms": float(np.mean(h)),
             "policy_server_side_p50_ms": pct(server_ms, 50), "policy_timeouts": float(timeouts),
             "baseline_rtt_p50_ms": pct(b, 50), "baseline_rtt_p99_ms": pct(b, 99),
-            "zmq_floor_rtt_p50_ms": pct(f, 50), "zmq_floor_rtt_p99_ms": pct(f, 99)}
+            "zmq_floor_rtt_p50_ms": pct(f, 50), "zmq_floor_rtt_p99_ms": pct(f, 99),
+            # what hil_robot adds on top of bare zmq (codec, validation, ids, timeouts, liveness), same run
+            "policy_overhead_over_floor_p50_ms": pct(h, 50) - pct(f, 50)}
 
 
 def bench_staleness(n_params: int, reps: int) -> dict[str, float]:

@@ -167,6 +167,10 @@ def _ext_fields(data: bytes) -> tuple[np.dtype, tuple[int, ...], int, Any]:
 # frame-extension payloads already checked -> (dtype, shape, byte count, frame index); the payload
 # bytes fully determine the result, so a repeat skips the parse (per-message checks still run)
 _FRAME_REFS: dict[bytes, tuple[np.dtype, tuple[int, ...], int, Any]] = {}
+# inline payloads: [dtype, shape, bin header] + data. A checked header is remembered under the
+# payload's total length; a later payload of that length that starts with the very same header bytes
+# can only be that header followed by exactly the data, so it skips the parse.
+_INLINE_SPECS: dict[int, tuple[bytes, np.dtype, tuple[int, ...]]] = {}
 
 
 def decode(
@@ -214,11 +218,17 @@ def decode(
                 raise CodecError(f"array of {dtype.str} {list(shape)} needs {need} bytes, frame has {sizes[ref]}")
             return np.frombuffer(bufs[ref], dtype=dtype).reshape(shape)  # zero-copy, read-only view
         if code == _EXT_INLINE:
+            known = _INLINE_SPECS.get(len(data))
+            if known is not None and data.startswith(known[0]):
+                prefix, dtype, shape = known
+                return np.frombuffer(data, dtype=dtype, offset=len(prefix)).reshape(shape).copy()  # writable
             dtype, shape, need, ref = _ext_fields(data)
             if type(ref) is not bytes:
                 raise CodecError("inline array data must be bytes")
             if need != len(ref):
                 raise CodecError(f"array of {dtype.str} {list(shape)} needs {need} bytes, frame has {len(ref)}")
+            if len(_INLINE_SPECS) < _CACHE_MAX:
+                _INLINE_SPECS[len(data)] = (data[: len(data) - need], dtype, shape)
             return np.frombuffer(ref, dtype=dtype).reshape(shape).copy()  # writable
         raise CodecError(f"unknown msgpack extension type {code}")
 

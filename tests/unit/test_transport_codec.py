@@ -153,3 +153,27 @@ def test_safetensors_unpack_rejects_overlapping_and_duplicate_tensors():
     bf16 = build({"a": {"dtype": "BF16", "shape": [8], "data_offsets": [0, 16]}}) + body
     with pytest.raises(SafetensorsError, match="known dtype"):
         unpack(bf16)
+
+
+def test_cached_array_headers_never_mix_up_messages():
+    """Extension headers are parsed once and remembered; repeats, look-alikes of the same length
+    and different data must still decode exactly."""
+    for i in range(3):
+        a = np.full((50, 7), i, np.float32)
+        img = np.full((64, 64, 3), i, np.uint8)
+        out = decode(encode({"type": "x", "a": a, "img": img}))
+        np.testing.assert_array_equal(out["a"], a)
+        np.testing.assert_array_equal(out["img"], img)
+        assert out["a"].flags.writeable  # inline arrays are copies the caller may modify
+    same_len = {"<f4": np.arange(6, dtype=np.float32), "<i4": np.arange(6, dtype=np.int32),
+                "<u4": np.arange(6, dtype=np.uint32)}  # identical payload lengths, different headers
+    for _ in range(2):
+        for dstr, arr in same_len.items():
+            out = decode(encode({"type": "x", "a": arr}))["a"]
+            assert out.dtype == np.dtype(dstr)
+            np.testing.assert_array_equal(out, arr)
+    out = decode(encode({"type": "x", "a": np.arange(6, dtype=np.float32).reshape(2, 3)}))["a"]
+    assert out.shape == (2, 3)
+    frames = encode({"type": "x", "img": np.zeros((64, 64, 3), np.uint8)})
+    with pytest.raises(CodecError, match="needs 12288 bytes"):  # a cached header still checks the frame size
+        decode([frames[0], b"x" * 100])
