@@ -12,9 +12,6 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
-import signal
-import threading
-import time
 from typing import Any, Callable
 
 from hil_robot.cli import parse_command_args
@@ -22,6 +19,7 @@ from hil_robot.config import ConfigError, RootConfig
 from hil_robot.transport.links import tcp_endpoint
 from hil_robot.transport.policy_server import PolicyServer
 from hil_robot.transport.security import generate_keys, keys_from_config
+from hil_robot.transport.serving import serve_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -72,21 +70,9 @@ def serve_policy(argv: list[str]) -> int:
     print(f"serving policy {cfg.policy.name!r} on {server.endpoint} (CURVE {'on' if t.curve_keys_dir else 'off'})",
           flush=True)
     gc.freeze()  # the model and libraries are long-lived: keep them out of the collector's full passes
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    start = last_status = time.monotonic()
     try:
-        while not stop.is_set():
-            server.poll_once(t.heartbeat_s / 2)
-            now = time.monotonic()
-            if opts["max_seconds"] and now - start > opts["max_seconds"]:
-                break
-            if now - last_status > opts["status_every_s"]:
-                last_status = now
-                log.info("status %s", server.status())
-    except KeyboardInterrupt:
-        pass
+        serve_until_stopped(lambda: server.poll_once(t.heartbeat_s / 2), max_seconds=opts["max_seconds"],
+                            status=server.status, status_every_s=opts["status_every_s"], logger=log)
     finally:
         server.link.close()
         if weights is not None:
@@ -124,21 +110,9 @@ def receive_transitions(argv: list[str]) -> int:
     receiver = TransitionReceiver(recorder, tcp_endpoint(t.bind_host, port), curve=keys_from_config(t, server=True),
                                   heartbeat_s=t.heartbeat_s, max_frame_bytes=t.max_frame_bytes)
     print(f"receiving transitions on {receiver.endpoint} into {opts['store']}", flush=True)
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    start = last_status = time.monotonic()
     try:
-        while not stop.is_set():
-            receiver.poll_once(0.05)
-            now = time.monotonic()
-            if opts["max_seconds"] and now - start > opts["max_seconds"]:
-                break
-            if now - last_status > opts["status_every_s"]:
-                last_status = now
-                log.info("status %s", receiver.status())
-    except KeyboardInterrupt:
-        pass
+        serve_until_stopped(lambda: receiver.poll_once(0.05), max_seconds=opts["max_seconds"],
+                            status=receiver.status, status_every_s=opts["status_every_s"], logger=log)
     finally:
         receiver.link.close()
         recorder.close()

@@ -18,9 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import signal
-import threading
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -143,6 +140,7 @@ def operator_main(argv: list[str]) -> int:
     from hil_robot.cli import parse_command_args
     from hil_robot.transport.links import tcp_endpoint
     from hil_robot.transport.policy_server import PolicyServer
+    from hil_robot.transport.serving import serve_until_stopped
 
     opts, cfg = parse_command_args(
         argv, options={"port": 5560, "device": "sim_operator", "seed": -1, "log": "", "max_seconds": 0.0},
@@ -162,17 +160,8 @@ def operator_main(argv: list[str]) -> int:
     service = OperatorService(source, name=f"operator:{opts['device']}", log_path=opts["log"] or None)
     server = PolicyServer(service, tcp_endpoint(cfg.transport.bind_host, opts["port"]), heartbeat_s=cfg.transport.heartbeat_s)
     print(f"operator {opts['device']!r} serving on {server.endpoint}", flush=True)
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    start = time.monotonic()
     try:
-        while not stop.is_set():
-            server.poll_once(0.05)
-            if opts["max_seconds"] and time.monotonic() - start > opts["max_seconds"]:
-                break
-    except KeyboardInterrupt:
-        pass
+        serve_until_stopped(lambda: server.poll_once(0.05), max_seconds=opts["max_seconds"])
     finally:
         server.stop()
         service.close()

@@ -28,6 +28,7 @@ from hil_robot.transport.codec import CodecError, decode, encode, error_message
 from hil_robot.transport.links import Link, ZmqLink
 from hil_robot.transport.liveness import Liveness
 from hil_robot.transport.security import CurveKeys
+from hil_robot.transport.serving import BackgroundServing
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +183,11 @@ def _peek_id(frames: list[Any]) -> Any:
         return None
 
 
-class PolicyServer:
+class PolicyServer(BackgroundServing):
     """Serve ``policy`` on ``endpoint`` (ROUTER, bound; default loopback) until ``stop()``.
 
-    Use ``serve_forever()`` in the main thread (the CLI) or ``start()`` for a background thread.
+    Use ``serve_forever()`` in the main thread (the CLI) or ``start()`` for a background thread
+    (``stop()`` ends either and closes the endpoint; ``with PolicyServer(...) as s`` starts and stops).
     ``link`` replaces the zmq socket (e.g. an ``InProcHub().bind()`` in unit tests).
     """
 
@@ -209,18 +211,12 @@ class PolicyServer:
         self.endpoint = getattr(self.link, "bound_endpoint", endpoint)
         self.batch_window_s = batch_window_s
         self.heartbeat_s = heartbeat_s
+        self._serve_poll_s, self._thread_name = heartbeat_s / 2, "policy-server"
         self.clients = Liveness("policy client", 3 * heartbeat_s)
         self.on_idle = on_idle
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         log.info("policy server on %s (batching=%s)", self.endpoint, self.service.can_batch)
-
-    def serve_forever(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.poll_once(self.heartbeat_s / 2)
-        finally:
-            self.link.close()
 
     def poll_once(self, timeout_s: float) -> int:
         """Wait up to timeout_s for requests; serve what arrived. Returns the number served."""
@@ -248,26 +244,7 @@ class PolicyServer:
                 log.warning("reply to %s dropped: %s", peer.hex(), e)
         return len(batch)
 
-    def start(self) -> "PolicyServer":
-        self._thread = threading.Thread(target=self.serve_forever, name="policy-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the background thread (if any) and close the endpoint."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        else:
-            self.link.close()
-
     def status(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "policy_version": self.service.version,
                 "counters": dict(self.service.counters), "clients": self.clients.status(),
                 "weights": self.service.weights.status() if self.service.weights is not None else None}
-
-    def __enter__(self) -> "PolicyServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()

@@ -37,6 +37,7 @@ from hil_robot.transport.codec import CodecError, decode, encode, error_message
 from hil_robot.transport.links import Link, LinkBusy, ZmqLink
 from hil_robot.transport.liveness import Liveness
 from hil_robot.transport.security import CurveKeys
+from hil_robot.transport.serving import BackgroundServing
 from hil_robot.types import StepRecord
 
 log = logging.getLogger(__name__)
@@ -255,7 +256,7 @@ class TransitionSender:
         self.close()
 
 
-class TransitionReceiver:
+class TransitionReceiver(BackgroundServing):
     """Learner-side end: persists into ``sink`` in order, then acknowledges (see module doc)."""
 
     def __init__(self, sink: EpisodeSink, endpoint: str = "tcp://127.0.0.1:5557", *, curve: CurveKeys | None = None,
@@ -274,6 +275,7 @@ class TransitionReceiver:
         self.last_error = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._thread_name = "transition-receiver"
 
     def poll_once(self, timeout_s: float) -> int:
         """Receive what arrives within timeout_s, persist it, acknowledge. Returns items persisted."""
@@ -341,29 +343,6 @@ class TransitionReceiver:
         self.expected[session] = seq + 1
         return 1
 
-    def serve_forever(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.poll_once(0.05)
-        finally:
-            self.link.close()
-
-    def start(self) -> "TransitionReceiver":
-        self._thread = threading.Thread(target=self.serve_forever, name="transition-receiver", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
     def status(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "counters": dict(self.counters), "senders": self.senders.status(),
                 "last_error": self.last_error}
-
-    def __enter__(self) -> "TransitionReceiver":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()

@@ -231,3 +231,26 @@ def test_config_refuses_unencrypted_remote_bind():
     assert cfg.transport.bind_host == "0.0.0.0"
     with pytest.raises(ConfigError, match="transport.transition_on_full"):
         load_config(["transport.transition_on_full=explode"])
+
+
+def test_serve_until_stopped_polls_logs_status_and_honours_max_seconds(caplog):
+    import logging
+
+    from hil_robot.transport.serving import serve_until_stopped
+
+    polls = []
+    log = logging.getLogger("test.serving")
+    with caplog.at_level(logging.INFO, logger="test.serving"):
+        t0 = time.monotonic()
+        serve_until_stopped(lambda: (polls.append(1), time.sleep(0.01)), max_seconds=0.3,
+                            status=lambda: {"served": len(polls)}, status_every_s=0.1, logger=log)
+    assert 0.3 <= time.monotonic() - t0 < 2.0
+    assert len(polls) >= 10
+    assert sum("status {'served'" in r.getMessage() for r in caplog.records) >= 1
+
+
+def test_policy_server_stop_without_start_closes_the_endpoint():
+    hub = InProcHub()
+    server = PolicyServer(NullPolicy(), link=hub.bind())
+    server.stop()
+    hub.bind()  # the address is free again
