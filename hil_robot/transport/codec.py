@@ -208,7 +208,9 @@ def decode(
             spec = _FRAME_REFS.get(data)
             if spec is None:
                 spec = _ext_fields(data)
-                if len(_FRAME_REFS) < _CACHE_MAX and type(spec[3]) is int:
+                if type(spec[3]) is int:
+                    if len(_FRAME_REFS) >= _CACHE_MAX:  # e.g. a peer sending junk: start over, stay bounded
+                        _FRAME_REFS.clear()
                     _FRAME_REFS[data] = spec
             dtype, shape, need, ref = spec
             if type(ref) is not int or not 1 <= ref < nbufs or ref in used:
@@ -227,8 +229,9 @@ def decode(
                 raise CodecError("inline array data must be bytes")
             if need != len(ref):
                 raise CodecError(f"array of {dtype.str} {list(shape)} needs {need} bytes, frame has {len(ref)}")
-            if len(_INLINE_SPECS) < _CACHE_MAX:
-                _INLINE_SPECS[len(data)] = (data[: len(data) - need], dtype, shape)
+            if len(_INLINE_SPECS) >= _CACHE_MAX:
+                _INLINE_SPECS.clear()
+            _INLINE_SPECS[len(data)] = (data[: len(data) - need], dtype, shape)
             return np.frombuffer(ref, dtype=dtype).reshape(shape).copy()  # writable
         raise CodecError(f"unknown msgpack extension type {code}")
 

@@ -177,3 +177,15 @@ def test_cached_array_headers_never_mix_up_messages():
     frames = encode({"type": "x", "img": np.zeros((64, 64, 3), np.uint8)})
     with pytest.raises(CodecError, match="needs 12288 bytes"):  # a cached header still checks the frame size
         decode([frames[0], b"x" * 100])
+
+
+def test_header_caches_stay_bounded_under_a_flood_of_distinct_headers():
+    from hil_robot.transport import codec
+
+    for n in range(1, 3000):
+        decode([msgpack.packb({"type": "x", "a": _ext(2, ["<u1", [n], 1])}), b"\0" * n])
+        decode([msgpack.packb({"type": "x", "a": _ext(1, ["<u1", [n % 2000], b"\0" * (n % 2000)])})])
+    assert len(codec._FRAME_REFS) <= codec._CACHE_MAX and len(codec._INLINE_SPECS) <= codec._CACHE_MAX
+    out = decode(encode({"type": "x", "a": np.arange(5000, dtype=np.int16), "b": np.ones(3, np.float32)}))
+    np.testing.assert_array_equal(out["a"], np.arange(5000, dtype=np.int16))
+    np.testing.assert_array_equal(out["b"], np.ones(3, np.float32))
