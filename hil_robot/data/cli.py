@@ -133,20 +133,28 @@ def format_table(store: EpisodeStore, limit: int = 0) -> str:
 
 
 def export(argv: list[str]) -> int:
-    """``export PATH --format lerobot [--out DIR] [--fps N] [--overwrite true]``."""
-    opts, _ = parse_command_args(argv, options={"format": "lerobot", "out": "", "fps": 0, "overwrite": False}, positional=("path",))
+    """``export PATH --format lerobot [--out DIR] [--fps N] [--overwrite true] [--chunks-size N]
+    [--data-files-size-in-mb MB] [--video-files-size-in-mb MB]`` (LeRobot v3 defaults 1000 / 100 / 500)."""
+    from hil_robot.data import lerobot_v3
+
+    opts, _ = parse_command_args(argv, options={
+        "format": "lerobot", "out": "", "fps": 0, "overwrite": False, "chunks_size": lerobot_v3.CHUNKS_SIZE,
+        "data_files_size_in_mb": float(lerobot_v3.DATA_FILES_SIZE_IN_MB),
+        "video_files_size_in_mb": float(lerobot_v3.VIDEO_FILES_SIZE_IN_MB)}, positional=("path",))
     if opts["format"] != "lerobot":
         raise ConfigError(f"export format={opts['format']!r} is not supported; choose: lerobot")
-    from hil_robot.data.lerobot_v3 import export_lerobot
-
     out = opts["out"] or str(Path(opts["path"]).with_name(Path(opts["path"]).name + "_lerobot"))
     try:
-        info = export_lerobot(opts["path"], out, fps=opts["fps"] or None, overwrite=opts["overwrite"])
+        info = lerobot_v3.export_lerobot(
+            opts["path"], out, fps=opts["fps"] or None, overwrite=opts["overwrite"], chunks_size=opts["chunks_size"],
+            data_files_size_in_mb=opts["data_files_size_in_mb"], video_files_size_in_mb=opts["video_files_size_in_mb"])
     except (FileExistsError, ValueError, StoreError) as e:
         print(f"hil-robot export: {e}")
         return 2
+    n_data = len(list(Path(out).glob("data/chunk-*/file-*.parquet")))
+    n_video = len(list(Path(out).glob("videos/*/chunk-*/file-*.mp4")))
     print(f"wrote LeRobotDataset {info['codebase_version']} to {out}: {info['total_episodes']} episodes, "
-          f"{info['total_frames']} frames, fps {info['fps']}")
+          f"{info['total_frames']} frames, fps {info['fps']}; {n_data} data file(s), {n_video} video file(s)")
     return 0
 
 

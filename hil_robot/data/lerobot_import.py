@@ -1,8 +1,10 @@
 """Import a LeRobotDataset v3.0 folder into an episode store.
 
-Reads meta/info.json (must say codebase_version v3.0), meta/episodes/*/*.parquet, the data
-parquet files and the per-camera mp4 files (OpenCV decode; each episode's frames are cut out of
-the shared file by its from/to timestamps). hil_robot's extra columns (segment, source,
+Reads meta/info.json (must say codebase_version v3.0), meta/episodes/*/*.parquet, then per
+episode the data parquet file and per-camera mp4 file its ``data/...`` and ``videos/<key>/...``
+chunk/file indices name through info.json's ``data_path``/``video_path`` templates (OpenCV
+decode; the episode's frames are cut out of the shared file by its from/to timestamps). One data
+file and one video file per camera are held in memory at a time. hil_robot's extra columns (segment, source,
 action_policy, ...) and ``hil.meta`` are restored when present; a dataset from elsewhere imports
 as ``demo`` episodes driven by a ``human`` source.
 """
@@ -57,26 +59,23 @@ def import_lerobot(src: str | os.PathLike, store: EpisodeStore | str | os.PathLi
     features = info["features"]
     video_keys = [k for k, ft in features.items() if ft["dtype"] == "video"]
     episodes = sorted(_read_parquets(src / "meta/episodes"), key=lambda r: r["episode_index"])
-    frames_by_index: dict[int, dict[str, Any]] = {}
-    for path in sorted((src / "data").glob("chunk-*/file-*.parquet")):
-        for row in pq.read_table(path).to_pylist():
-            frames_by_index[int(row["index"])] = row
-    videos: dict[tuple[str, int, int], np.ndarray] = {}
+    data_file: dict[str, Any] = {"path": None, "rows": []}  # the one data file held in memory
+    videos: dict[str, tuple[Path, np.ndarray]] = {}  # video key -> (file, decoded frames): one file per key
     store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
     out: list[EpisodeMeta] = []
     for ep_row in episodes:
-        a, b = int(ep_row["dataset_from_index"]), int(ep_row["dataset_to_index"])
-        rows = [frames_by_index[i] for i in range(a, b)]
+        rows = _episode_frames(src, info, ep_row, data_file)
         images: dict[str, np.ndarray] = {}
         for vk in video_keys:
-            key = (vk, int(ep_row[f"videos/{vk}/chunk_index"]), int(ep_row[f"videos/{vk}/file_index"]))
-            if key not in videos:
-                vpath = src / info["video_path"].format(video_key=vk, chunk_index=key[1], file_index=key[2])
-                videos[key] = _decode_video(vpath)
+            vpath = src / info["video_path"].format(video_key=vk, chunk_index=int(ep_row[f"videos/{vk}/chunk_index"]),
+                                                   file_index=int(ep_row[f"videos/{vk}/file_index"]))
+            if vk not in videos or videos[vk][0] != vpath:
+                videos[vk] = (vpath, _decode_video(vpath))
             start = int(round(float(ep_row[f"videos/{vk}/from_timestamp"]) * fps))
-            clip = videos[key][start:start + len(rows)]
+            clip = videos[vk][1][start:start + len(rows)]
             if len(clip) != len(rows):
-                raise ValueError(f"video {vk} of episode {ep_row['episode_index']} has {len(clip)} frames, data has {len(rows)}")
+                raise ValueError(f"video {vpath} holds {len(clip)} frames of episode {ep_row['episode_index']} from "
+                                 f"{ep_row[f'videos/{vk}/from_timestamp']} s; its data has {len(rows)} frames")
             images[vk.removeprefix("observation.images.")] = clip
         meta = EpisodeMeta.from_dict(json.loads(ep_row["hil.meta"])) if ep_row.get("hil.meta") else None
         eid = meta.episode_id if meta else f"lerobot-{src.name}-{int(ep_row['episode_index']):06d}"
@@ -94,6 +93,23 @@ def import_lerobot(src: str | os.PathLike, store: EpisodeStore | str | os.PathLi
         else:
             out.append(writer.finalize(bool(rows and rows[-1].get("next.done")), extra={"imported_from": str(src)}))
     return out
+
+
+def _episode_frames(src: Path, info: dict[str, Any], ep_row: dict[str, Any], data_file: dict[str, Any]) -> list[dict[str, Any]]:
+    """The episode's frame rows, read from the data file its ``data/chunk_index``/``data/file_index`` name."""
+    a, b, ei = int(ep_row["dataset_from_index"]), int(ep_row["dataset_to_index"]), int(ep_row["episode_index"])
+    path = src / info["data_path"].format(chunk_index=int(ep_row["data/chunk_index"]), file_index=int(ep_row["data/file_index"]))
+    if data_file["path"] != path:
+        if not path.is_file():
+            raise FileNotFoundError(f"episode {ei} points at {path}, which is missing; the dataset is incomplete")
+        data_file["path"], data_file["rows"] = path, pq.read_table(path).to_pylist()
+        data_file["first"] = {int(r["index"]): i for i, r in enumerate(data_file["rows"])}
+    i = data_file["first"].get(a)
+    rows = data_file["rows"][i:i + (b - a)] if i is not None else []
+    if len(rows) != b - a or any(int(r["episode_index"]) != ei for r in rows):
+        raise ValueError(f"{path} does not hold frames {a}..{b - 1} of episode {ei} (dataset_from/to_index); "
+                         "the episode metadata and the data files disagree")
+    return rows
 
 
 def _step_record(eid: str, t: int, row: dict[str, Any], images: dict[str, np.ndarray], task: str, last: bool) -> StepRecord:

@@ -1,11 +1,13 @@
 """Export an episode store to the LeRobotDataset v3.0 layout (codebase_version "v3.0").
 
-    <out>/meta/info.json                              schema, fps, path templates, totals
+    <out>/meta/info.json                              schema, fps, path templates, file size limits, totals
     <out>/meta/stats.json                             min/max/mean/std/count/q01..q99 per feature
     <out>/meta/tasks.parquet                          task string (pandas index) -> task_index
-    <out>/meta/episodes/chunk-000/file-000.parquet    one row per episode: length, data/video offsets, stats/*
-    <out>/data/chunk-000/file-000.parquet             one row per frame
-    <out>/videos/observation.images.<cam>/chunk-000/file-000.mp4   all episodes back to back
+    <out>/meta/episodes/chunk-XXX/file-YYY.parquet    one row per episode: length, data/video placement, stats/*
+    <out>/data/chunk-XXX/file-YYY.parquet             one row per frame, whole episodes, <= data_files_size_in_mb
+    <out>/videos/observation.images.<cam>/chunk-XXX/file-YYY.mp4   episodes back to back, <= video_files_size_in_mb
+
+Files roll over per episode (see ``FileRoller``); ``chunks_size`` files per chunk folder.
 
 Standard features: ``observation.state`` (15), ``observation.environment_state`` (the sim's
 ``task_state``), ``observation.images.<cam>`` (video), ``action`` (executed), ``next.reward``,
@@ -171,9 +173,185 @@ def _tasks_table(tasks: list[str]) -> pa.Table:
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
+class FileRoller:
+    """Places whole episodes into size-bounded files, numbered like LeRobot v3.
+
+    An episode goes into the current file unless that file already holds an episode and
+    ``used + size_bytes >= limit_bytes`` (LeRobot's rule; an episode is never split, so a single
+    episode larger than the limit gets a file of its own). File indices run 0..chunks_size-1 inside
+    a chunk folder, then the next chunk starts at file 0.
+    """
+
+    def __init__(self, limit_bytes: float, chunks_size: int) -> None:
+        self.limit_bytes, self.chunks_size = float(limit_bytes), int(chunks_size)
+        self.chunk_index = self.file_index = 0
+        self.used_bytes, self.episodes_in_file = 0, 0
+
+    def place(self, size_bytes: int) -> tuple[int, int, bool]:
+        """-> (chunk_index, file_index, starts_a_new_file) for an episode of ``size_bytes``."""
+        new_file = self.episodes_in_file == 0
+        if self.episodes_in_file and self.used_bytes + size_bytes >= self.limit_bytes:
+            if self.file_index >= self.chunks_size - 1:
+                self.chunk_index, self.file_index = self.chunk_index + 1, 0
+            else:
+                self.file_index += 1
+            self.used_bytes, self.episodes_in_file, new_file = 0, 0, True
+        self.used_bytes += int(size_bytes)
+        self.episodes_in_file += 1
+        return self.chunk_index, self.file_index, new_file
+
+
+def _parquet_size(table: pa.Table) -> int:
+    """Bytes ``table`` takes as a snappy parquet file (written to memory)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="snappy")
+    return sink.getvalue().size
+
+
+def _mp4_writer(path: Path, fps: int, shape: tuple[int, ...]) -> cv2.VideoWriter:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = int(shape[0]), int(shape[1])
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write mp4 video to {path}")
+    return writer
+
+
+def _write_frames(writer: cv2.VideoWriter, frames: np.ndarray) -> None:
+    for f in frames:
+        writer.write(np.ascontiguousarray(f[:, :, ::-1]))
+
+
+class _DataFiles:
+    """data/chunk-XXX/file-YYY.parquet, one row group per episode, rolled at the size limit."""
+
+    def __init__(self, out: Path, schema: pa.Schema, limit_bytes: float, chunks_size: int) -> None:
+        self.out, self.schema, self.roller = out, schema, FileRoller(limit_bytes, chunks_size)
+        self.writer: pq.ParquetWriter | None = None
+
+    def write(self, table: pa.Table) -> tuple[int, int]:
+        chunk, file, new = self.roller.place(_parquet_size(table))
+        if new:
+            self.close()
+            path = self.out / DATA_PATH.format(chunk_index=chunk, file_index=file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(path, self.schema, compression="snappy")
+        assert self.writer is not None
+        self.writer.write_table(table)
+        return chunk, file
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class _VideoFiles:
+    """videos/<key>/chunk-XXX/file-YYY.mp4 for one camera, rolled at the size limit.
+
+    An episode's encoded size is measured by encoding it alone into a scratch file first (OpenCV
+    cannot append to or concatenate mp4 files), then its frames go into the chosen file; its
+    from/to timestamps are seconds from that file's start.
+    """
+
+    def __init__(self, out: Path, key: str, fps: int, limit_bytes: float, chunks_size: int, scratch: Path) -> None:
+        self.out, self.key, self.fps, self.scratch = out, key, fps, scratch
+        self.roller = FileRoller(limit_bytes, chunks_size)
+        self.writer: cv2.VideoWriter | None = None
+        self.frames_in_file = 0
+
+    def write(self, frames: np.ndarray) -> dict[str, Any]:
+        """frames: uint8 [N, H, W, 3] RGB -> this episode's ``videos/<key>/...`` metadata."""
+        probe = _mp4_writer(self.scratch, self.fps, frames.shape[1:])
+        _write_frames(probe, frames)
+        probe.release()
+        size = self.scratch.stat().st_size
+        self.scratch.unlink()
+        chunk, file, new = self.roller.place(size)
+        if new:
+            self.close()
+            self.writer = _mp4_writer(self.out / VIDEO_PATH.format(video_key=self.key, chunk_index=chunk, file_index=file),
+                                      self.fps, frames.shape[1:])
+            self.frames_in_file = 0
+        assert self.writer is not None
+        _write_frames(self.writer, frames)
+        start = self.frames_in_file
+        self.frames_in_file += len(frames)
+        return {f"videos/{self.key}/chunk_index": chunk, f"videos/{self.key}/file_index": file,
+                f"videos/{self.key}/from_timestamp": start / self.fps,
+                f"videos/{self.key}/to_timestamp": self.frames_in_file / self.fps}
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+def _write_episode_rows(out: Path, rows: list[dict[str, Any]], limit_bytes: float, chunks_size: int) -> None:
+    """meta/episodes/chunk-XXX/file-YYY.parquet, rolled like the data files (LeRobot uses the data limit)."""
+    schema = pa.Table.from_pylist(rows).schema  # one schema for every file (columns that are None somewhere)
+    roller = FileRoller(limit_bytes, chunks_size)
+    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        chunk, file, _ = roller.place(pa.Table.from_pylist([row], schema=schema).nbytes)
+        row["meta/episodes/chunk_index"], row["meta/episodes/file_index"] = chunk, file
+        groups.setdefault((chunk, file), []).append(row)
+    for (chunk, file), group in groups.items():
+        path = out / EPISODES_PATH.format(chunk_index=chunk, file_index=file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(group, schema=schema), path, compression="snappy")
+
+
+def _episode_row(ep: Episode, ei: int, start: int, tasks: list[str], cols: dict[str, Any]) -> dict[str, Any]:
+    """The episode's metadata row minus file placement: length, dataset indices, stats/*, hil extras."""
+    n = len(ep)
+    row: dict[str, Any] = {
+        "episode_index": ei, "tasks": sorted(set(ep.columns["instruction"]), key=tasks.index), "length": n,
+        "data/chunk_index": 0, "data/file_index": 0, "dataset_from_index": start, "dataset_to_index": start + n,
+    }
+    for cam in ep.cameras:  # placeholders (column order); the writers fill in the file placement
+        vk = video_key(cam)
+        row.update({f"videos/{vk}/chunk_index": 0, f"videos/{vk}/file_index": 0,
+                    f"videos/{vk}/from_timestamp": 0.0, f"videos/{vk}/to_timestamp": 0.0})
+    row["meta/episodes/chunk_index"] = row["meta/episodes/file_index"] = 0
+    for k in ("observation.state", "observation.environment_state", "action", "next.reward"):
+        if k in cols:
+            for stat, v in _stats(np.asarray(cols[k]).reshape(n, -1)).items():
+                row[f"stats/{k}/{stat}"] = v
+    row["hil.episode_id"] = ep.meta.episode_id
+    row["hil.success"] = bool(ep.meta.success)
+    row["hil.meta"] = json.dumps(ep.meta.to_dict())
+    fo = ep.final_obs
+    row["final_observation.state"] = None if fo is None else np.asarray(fo["obs/state"], np.float32).tolist()
+    row["final_observation.environment_state"] = (
+        None if fo is None or "obs/task_state" not in fo else np.asarray(fo["obs/task_state"], np.float32).tolist()
+    )
+    for cam in ep.cameras:
+        ff = ep.final_frame(cam)
+        row[f"final_observation.images.{cam}"] = None if ff is None else cv2.imencode(".png", ff[:, :, ::-1])[1].tobytes()
+    return row
+
+
+def _check_limits(chunks_size: int, data_mb: float, video_mb: float) -> None:
+    for name, value in (("chunks_size", chunks_size), ("data_files_size_in_mb", data_mb), ("video_files_size_in_mb", video_mb)):
+        if not value > 0:
+            raise ValueError(f"{name}={value!r} must be > 0 (LeRobot v3 defaults: chunks_size {CHUNKS_SIZE}, "
+                             f"data_files_size_in_mb {DATA_FILES_SIZE_IN_MB}, video_files_size_in_mb {VIDEO_FILES_SIZE_IN_MB})")
+    if int(chunks_size) != chunks_size:
+        raise ValueError(f"chunks_size={chunks_size!r} must be a whole number of files per chunk folder")
+
+
 def export_lerobot(store: EpisodeStore | str | os.PathLike, out: str | os.PathLike, fps: int | None = None,
-                   overwrite: bool = False) -> dict[str, Any]:
-    """Write ``store`` as a LeRobotDataset v3.0 folder at ``out``; returns info.json's content."""
+                   overwrite: bool = False, *, chunks_size: int = CHUNKS_SIZE,
+                   data_files_size_in_mb: float = DATA_FILES_SIZE_IN_MB,
+                   video_files_size_in_mb: float = VIDEO_FILES_SIZE_IN_MB) -> dict[str, Any]:
+    """Write ``store`` as a LeRobotDataset v3.0 folder at ``out``; returns info.json's content.
+
+    Data, episode-metadata and video files hold whole episodes and roll over to the next file once
+    the next episode would take them to ``data_files_size_in_mb`` / ``video_files_size_in_mb``
+    (MiB, as LeRobot counts); each chunk folder holds ``chunks_size`` files.
+    """
+    _check_limits(chunks_size, data_files_size_in_mb, video_files_size_in_mb)
     store = store if isinstance(store, EpisodeStore) else EpisodeStore(store, read_only=True)
     out = Path(out)
     if out.exists():
@@ -199,66 +377,42 @@ def export_lerobot(store: EpisodeStore | str | os.PathLike, out: str | os.PathLi
     task_ids = {t: i for i, t in enumerate(tasks)}
     data_cols = [k for k, ft in features.items() if ft["dtype"] != "video"]
     schema = pa.schema([(k, _arrow_type(features[k])) for k in data_cols])
-    for d in ("meta/episodes/chunk-000", "data/chunk-000"):
-        (out / d).mkdir(parents=True, exist_ok=True)
-    writers = {}
-    for cam in first.cameras:
-        vpath = out / VIDEO_PATH.format(video_key=video_key(cam), chunk_index=0, file_index=0)
-        vpath.parent.mkdir(parents=True, exist_ok=True)
-        h, w, _ = first.image_shapes[cam]
-        writers[cam] = cv2.VideoWriter(str(vpath), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-        if not writers[cam].isOpened():
-            raise RuntimeError(f"OpenCV cannot write mp4 video to {vpath}")
-    data_writer = pq.ParquetWriter(out / DATA_PATH.format(chunk_index=0, file_index=0), schema, compression="snappy")
+    mib = 1024 ** 2
+    out.mkdir(parents=True)
+    scratch = out / ".export-scratch"
+    scratch.mkdir()
+    data_files = _DataFiles(out, schema, data_files_size_in_mb * mib, int(chunks_size))
+    videos = {cam: _VideoFiles(out, video_key(cam), fps, video_files_size_in_mb * mib, int(chunks_size), scratch / f"{cam}.mp4")
+              for cam in first.cameras}
     ep_rows: list[dict[str, Any]] = []
     all_numeric: dict[str, list[np.ndarray]] = {}
     image_samples: dict[str, list[np.ndarray]] = {cam: [] for cam in first.cameras}
     start = 0
-    for ei, ep in enumerate(episodes):
-        if ep.cameras != first.cameras:
-            raise ValueError(f"episode {ep.meta.episode_id!r} has cameras {ep.cameras}, the first one {first.cameras}")
-        cols = _episode_frame_columns(ep, ei, start, fps, task_ids)
-        data_writer.write_table(pa.table({k: _to_arrow(cols[k], schema.field(k).type) for k in data_cols}, schema=schema))
-        n = len(ep)
-        row: dict[str, Any] = {
-            "episode_index": ei, "tasks": sorted(set(ep.columns["instruction"]), key=tasks.index), "length": n,
-            "data/chunk_index": 0, "data/file_index": 0, "dataset_from_index": start, "dataset_to_index": start + n,
-        }
-        for cam in ep.cameras:
-            frames = ep.frames(cam)
-            for f in frames:
-                writers[cam].write(np.ascontiguousarray(f[:, :, ::-1]))
-            image_samples[cam].append(frames[:: max(1, n // 20)])
-            vk = video_key(cam)
-            row[f"videos/{vk}/chunk_index"] = 0
-            row[f"videos/{vk}/file_index"] = 0
-            row[f"videos/{vk}/from_timestamp"] = start / fps
-            row[f"videos/{vk}/to_timestamp"] = (start + n) / fps
-        row["meta/episodes/chunk_index"] = 0
-        row["meta/episodes/file_index"] = 0
-        for k in ("observation.state", "observation.environment_state", "action", "next.reward"):
-            if k in cols:
-                x = np.asarray(cols[k]).reshape(n, -1)
-                all_numeric.setdefault(k, []).append(x)
-                for stat, v in _stats(x).items():
-                    row[f"stats/{k}/{stat}"] = v
-        row["hil.episode_id"] = ep.meta.episode_id
-        row["hil.success"] = bool(ep.meta.success)
-        row["hil.meta"] = json.dumps(ep.meta.to_dict())
-        fo = ep.final_obs
-        row["final_observation.state"] = None if fo is None else np.asarray(fo["obs/state"], np.float32).tolist()
-        row["final_observation.environment_state"] = (
-            None if fo is None or "obs/task_state" not in fo else np.asarray(fo["obs/task_state"], np.float32).tolist()
-        )
-        for cam in ep.cameras:
-            ff = ep.final_frame(cam)
-            row[f"final_observation.images.{cam}"] = None if ff is None else cv2.imencode(".png", ff[:, :, ::-1])[1].tobytes()
-        ep_rows.append(row)
-        start += n
-    data_writer.close()
-    for w in writers.values():
-        w.release()
-    pq.write_table(pa.Table.from_pylist(ep_rows), out / EPISODES_PATH.format(chunk_index=0, file_index=0), compression="snappy")
+    try:
+        for ei, ep in enumerate(episodes):
+            if ep.cameras != first.cameras:
+                raise ValueError(f"episode {ep.meta.episode_id!r} has cameras {ep.cameras}, the first one {first.cameras}")
+            cols = _episode_frame_columns(ep, ei, start, fps, task_ids)
+            n = len(ep)
+            row = _episode_row(ep, ei, start, tasks, cols)
+            table = pa.table({k: _to_arrow(cols[k], schema.field(k).type) for k in data_cols}, schema=schema)
+            chunk, file = data_files.write(table)
+            row["data/chunk_index"], row["data/file_index"] = chunk, file
+            for cam in ep.cameras:
+                frames = ep.frames(cam)
+                row.update(videos[cam].write(frames))
+                image_samples[cam].append(frames[:: max(1, n // 20)])
+            for k in ("observation.state", "observation.environment_state", "action", "next.reward"):
+                if k in cols:
+                    all_numeric.setdefault(k, []).append(np.asarray(cols[k]).reshape(n, -1))
+            ep_rows.append(row)
+            start += n
+    finally:
+        data_files.close()
+        for v in videos.values():
+            v.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    _write_episode_rows(out, ep_rows, data_files_size_in_mb * mib, int(chunks_size))
     pq.write_table(_tasks_table(tasks), out / "meta/tasks.parquet")
     stats = {k: _stats(np.concatenate(v)) for k, v in all_numeric.items()}
     for cam, samples in image_samples.items():
@@ -266,8 +420,8 @@ def export_lerobot(store: EpisodeStore | str | os.PathLike, out: str | os.PathLi
     (out / "meta/stats.json").write_text(json.dumps(stats, indent=4))
     info = {
         "codebase_version": CODEBASE_VERSION, "robot_type": first.meta.robot or None, "total_episodes": len(episodes),
-        "total_frames": start, "total_tasks": len(tasks), "chunks_size": CHUNKS_SIZE,
-        "data_files_size_in_mb": DATA_FILES_SIZE_IN_MB, "video_files_size_in_mb": VIDEO_FILES_SIZE_IN_MB, "fps": fps,
+        "total_frames": start, "total_tasks": len(tasks), "chunks_size": int(chunks_size),
+        "data_files_size_in_mb": data_files_size_in_mb, "video_files_size_in_mb": video_files_size_in_mb, "fps": fps,
         "splits": {"train": f"0:{len(episodes)}"}, "data_path": DATA_PATH, "video_path": VIDEO_PATH, "features": features,
     }
     (out / "meta/info.json").write_text(json.dumps(info, indent=4))
