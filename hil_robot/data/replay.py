@@ -358,9 +358,12 @@ class ReplayBuffer:
         is_pad = np.zeros((len(rows), horizon), bool)
         cur = rows.copy()
         actions[:, 0] = self._action[cur]
+        perturbation = SEGMENT_INDEX[Segment.PERTURBATION]
         for k in range(1, horizon):
             succ = self._succ[cur]
-            ended = succ < 0
+            # a chunk ends at the episode end, and where the operator starts disturbing the scene on
+            # purpose: perturbation actions are never imitation targets
+            ended = (succ < 0) | (self._segment[np.maximum(succ, 0)] == perturbation)
             is_pad[:, k] = ended | is_pad[:, k - 1]
             cur = np.where(ended, cur, succ)  # past the end: repeat the last executed action (masked)
             actions[:, k] = self._action[cur]

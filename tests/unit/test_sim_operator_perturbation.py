@@ -132,6 +132,19 @@ def test_replay_never_samples_perturbation_steps_for_bc(tmp_path):
     assert not (bc["segment"] == pert).any() and (bc["weight"] > 0).all()
     assert replay.buffer.class_weights("all")[memory_class(Segment.PERTURBATION)] == 0.0
 
+    # an action chunk that reaches into a perturbation is cut there: those actions are padded
+    chunk = replay.sample(1024, horizon=10, view="bc", rng=np.random.default_rng(1))
+    segs = np.asarray(res.segments)
+    starts = np.flatnonzero((segs == "perturbation") & (np.roll(segs, 1) != "perturbation"))
+    hit = 0
+    for i, step in enumerate(chunk["step_index"]):
+        for k in range(1, 10):
+            if step + k < len(segs) and segs[step + k] == "perturbation" and not (segs[step:step + k] == "perturbation").any():
+                assert chunk["action_is_pad"][i, k:].all(), (step, k)
+                hit += 1
+                break
+    assert len(starts) and hit > 0
+
 
 def memory_class(seg: Segment) -> int:
     from hil_robot.data import memory
