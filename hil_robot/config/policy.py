@@ -17,7 +17,7 @@ class PolicyConfig:
     n_action_steps: int = 5  # actions executed from each chunk before the next one is used
     temporal_ensembling: bool = False
     head: str = "l1"  # l1 (ACT-style chunk regression) | flow (pi0-style flow matching)
-    size: str = "cpu"  # cpu | gpu: preset model width
+    size: str = "cpu"  # cpu | small | gpu: preset model width (small: thinner early convs, for 64x64 sim images)
     noise_std: float = 0.0  # noisy_expert only
     pretrained_backbone: str = ""  # local .safetensors with vision backbone weights (no hub downloads)
     backbone: str = ""  # "" = the size preset's (cpu: conv, gpu: resnet18) | conv | resnet18
@@ -28,7 +28,7 @@ class PolicyConfig:
     def __post_init__(self) -> None:
         choice("policy.name", self.name, POLICIES)
         choice("policy.head", self.head, ("l1", "flow"))
-        choice("policy.size", self.size, ("cpu", "gpu"))
+        choice("policy.size", self.size, ("cpu", "small", "gpu"))
         choice("policy.backbone", self.backbone, ("", "conv", "resnet18"))
         positive("policy.flow_steps", self.flow_steps)
         positive("policy.augment_shift_px", self.augment_shift_px, allow_zero=True)
