@@ -9,6 +9,9 @@
    * ``command_jitter_p99_ms``: the same for the instants the commands reach the robot.
    * ``deadline_miss_frac``: ticks whose command reached the robot more than ``control.deadline_frac``
      of a period (0.5 -> 25 ms) after its slot, plus skipped slots, over all slots.
+   * Each episode first gets its tick-0 chunk before its slots start (``control.first_chunk_timeout_s``):
+     ``first_chunk_wait_first_ms`` (cold server, first episode), ``first_chunk_wait_p50_ms`` (later
+     episodes), ``first_chunk_retries`` (timed-out first requests re-sent).
    Anchor in the same run: a plain ``time.sleep(period - elapsed)`` loop calling the same remote
    policy synchronously when its chunk runs out (``anchor_*`` keys).
 2. Watchdog: an operator device streams takeover commands at 100 Hz from its own thread (like a
@@ -86,9 +89,10 @@ def bench_loop(policy: str, seconds: float, rt_priority: int, lead_s: float, rob
         t_end = time.monotonic() + seconds
         with robot:
             ep = 0
+            primes = []
             while time.monotonic() < t_end:
                 steps = max(10, min(100, int((t_end - time.monotonic()) * HZ)))
-                ctl.run_episode(max_steps=steps, seed=ep)
+                primes.append(ctl.run_episode(max_steps=steps, seed=ep).first_chunk_wait_s * 1e3)
                 ep += 1
             anchor = anchor_loop(robot, client, min(seconds / 2, 20.0))
         ctl.close()
@@ -113,6 +117,10 @@ def bench_loop(policy: str, seconds: float, rt_priority: int, lead_s: float, rob
             "loop_ticks": float(len(timings)),
             "policy_requests": float(ctl.executor.counters["requests"]),
             "policy_errors": float(ctl.executor.counters["errors"]),
+            # before tick 0 of each episode, outside the slots: the first (cold) one and the rest
+            "first_chunk_wait_first_ms": float(primes[0]),
+            "first_chunk_wait_p50_ms": float(np.median(primes[1:] or primes)),
+            "first_chunk_retries": float(ctl.executor.counters["prime_errors"]),
             **anchor,
         }
     finally:

@@ -16,6 +16,7 @@ class ControlConfig:
     obs_max_age_s: float = 0.25  # an observation older than this is not used: the tick holds
     request_lead_steps: int = 2  # ask for the next chunk when this many planned steps remain
     max_policy_wait_s: float = 0.04  # a tick with no planned action waits this long for a reply
+    first_chunk_timeout_s: float = 15.0  # each episode gets its first chunk before tick 0 (0 = don't; tick 0 waits as above)
     temporal_ensembling: bool | None = None  # None: take policy.temporal_ensembling
     ensemble_decay: float = 0.01  # ACT weights exp(-decay * i), i = 0 for the oldest chunk
     handback_max_delta: float = 0.2  # normalised units per tick when the policy takes back over
@@ -31,6 +32,7 @@ class ControlConfig:
         positive("control.obs_max_age_s", self.obs_max_age_s)
         positive("control.request_lead_steps", self.request_lead_steps, allow_zero=True)
         positive("control.max_policy_wait_s", self.max_policy_wait_s, allow_zero=True)
+        positive("control.first_chunk_timeout_s", self.first_chunk_timeout_s, allow_zero=True)
         positive("control.ensemble_decay", self.ensemble_decay, allow_zero=True)
         in_range("control.handback_max_delta", self.handback_max_delta, 1e-3, 2.0)
         choice("control.takeover_segment", self.takeover_segment, ("recovery", "correction"))

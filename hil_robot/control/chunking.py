@@ -13,7 +13,10 @@ meant for tick ``r + i``. The executor
 * optionally averages every chunk that covers the tick (ACT temporal ensembling, weights
   ``exp(-decay * i)``, ``i = 0`` for the oldest chunk);
 * calls ``on_boundary()`` in the worker right before each ``infer``: that is where staged weight
-  updates are installed, so weights change between chunks and never during one.
+  updates are installed, so weights change between chunks and never during one;
+* ``prime(obs)`` fetches the first chunk of an episode before its first tick is scheduled (the
+  robot stands still after a reset), re-asking after a timeout, so a policy that is slow to answer
+  its first request (a cold server: seconds) does not leave the first ticks without a plan.
 
 Only the worker thread calls ``policy.infer``/``reset`` (a zmq client socket stays in one thread).
 """
@@ -110,8 +113,34 @@ class ChunkExecutor:
             self.last_error = f"reset: {type(e).__name__}: {e}"
             log.warning("policy reset failed (%s); continuing, ticks hold until the policy answers", self.last_error)
 
+    def drop_chunks(self) -> None:
+        """Forget the chunks received so far (a request in flight stays in flight)."""
+        self._current = self._pending = None
+        self._ensemble = []
+        self._last_request_tick = -1
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def prime(self, obs: dict[str, Any], timeout_s: float, tick: int = 0) -> bool:
+        """Request the chunk for ``tick`` from ``obs`` and wait for it (before the episode's clock
+        starts). A timed-out request is re-sent (a cold server may need several request timeouts
+        for its first answer) until ``timeout_s`` has passed; other errors end the wait at once.
+        Failures count as ``prime_errors``. True when a chunk covering ``tick`` is ready; False
+        leaves any request in flight to the ticks, which hold until a chunk arrives."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        pause = 0.02
+        while True:
+            if self._future is None:
+                self._submit(tick, obs)
+            cf.wait([self._future], timeout=max(0.0, deadline - time.monotonic()))
+            err = self._collect(tick, error_counter="prime_errors")
+            if self._pending is not None or self._ensemble:
+                return True
+            if self._future is not None or not isinstance(err, TimeoutError) or time.monotonic() + pause >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(2 * pause, 0.5)
 
     # ------------------------------------------------------------------ per tick
     def action_for_tick(self, tick: int, obs: dict[str, Any]) -> PlannedAction | None:
@@ -190,20 +219,21 @@ class ChunkExecutor:
         actions = validate_chunk(out["actions"])
         return actions.copy(), int(out.get("policy_version", -1)), time.perf_counter() - t0
 
-    def _collect(self, tick: int) -> None:
+    def _collect(self, tick: int, error_counter: str = "errors") -> BaseException | None:
+        """Take a finished reply (as the pending chunk); returns the request's error, if it failed."""
         fut = self._future
         if fut is None or not fut.done():
-            return
+            return None
         self._future = None
         try:
             actions, version, latency = fut.result()
         except Exception as e:  # remote timeouts, contract errors: count, log, ask again next tick
-            self.counters["errors"] += 1
+            self.counters[error_counter] += 1
             msg = f"{type(e).__name__}: {e}"
-            if msg != self.last_error or self.counters["errors"] % 50 == 1:
-                log.warning("policy request failed (%d so far): %s", self.counters["errors"], msg)
+            if msg != self.last_error or self.counters[error_counter] % 50 == 1:
+                log.warning("policy request failed (%s: %d so far): %s", error_counter, self.counters[error_counter], msg)
             self.last_error = msg
-            return
+            return e
         self.last_latency_s = latency
         self.counters["replies"] += 1
         chunk = _Chunk(self._future_tick, actions, version, reply_time_s=time.monotonic())
@@ -211,6 +241,7 @@ class ChunkExecutor:
             self._ensemble.append(chunk)
         else:
             self._pending = chunk
+        return None
 
     def _wait_for_reply(self, tick: int) -> bool:
         if self._future is None or self.max_wait_s <= 0:

@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import math
 import os
+import time
 import uuid
 from typing import Any, Callable
 
@@ -50,6 +51,7 @@ class EpisodeResult:
     instruction: str
     interventions: int
     meta: Any = None  # EpisodeMeta from the recorder, if any
+    first_chunk_wait_s: float = float("nan")  # wall time spent getting the first chunk before tick 0 (nan: none asked)
 
 
 class Controller:
@@ -141,11 +143,16 @@ class Controller:
         episode_id = f"ep-{uuid.uuid4().hex[:12]}"
         if self.recorder is not None and hasattr(self.recorder, "start_episode"):
             self.recorder.start_episode(episode_id, task=self.cfg.sim.task, instruction=self.instruction, seed=seed)
+        first_obs: dict[str, Any] | None = obs
+        prime_s = float("nan")
+        if self.executor is not None and self.cfg.control.first_chunk_timeout_s > 0:
+            t_prime = time.monotonic()
+            first_obs = self._prime_policy(obs)
+            prime_s = time.monotonic() - t_prime
         t0 = self.clock.now() + self.lead_s
         tick = 0
         step = 0
         end_reason, success = "max_steps", False
-        first_obs: dict[str, Any] | None = obs
         failure: BaseException | None = None
         try:
             while step < max_steps:
@@ -188,7 +195,29 @@ class Controller:
         self._log_counters(force=True)
         if failure is not None:
             raise failure
-        return EpisodeResult(episode_id, step, success, end_reason, self.instruction, self.arbiter.interventions, meta)
+        return EpisodeResult(episode_id, step, success, end_reason, self.instruction, self.arbiter.interventions, meta, prime_s)
+
+    def _prime_policy(self, obs: dict[str, Any]) -> dict[str, Any] | None:
+        """Get the chunk for tick 0 before the slots start (the robot stands still after its reset),
+        so a policy slow to give its first answer (a cold server) costs start-up time, not control
+        ticks. Returns the observation tick 0 should use (None: observe afresh)."""
+        max_age = self.cfg.control.obs_max_age_s
+        for attempt in range(2):
+            if abs(self.clock.now() - float(obs["timestamp_s"])) > max_age:
+                return None if attempt else obs  # stale from the start: tick 0 holds on it as usual
+            policy_obs = dict(obs)
+            policy_obs["prompt"] = self.instruction
+            if not self.executor.prime(policy_obs, self.cfg.control.first_chunk_timeout_s):
+                self.counters["prime_failures"] += 1
+                log.warning("no first chunk within control.first_chunk_timeout_s=%.1f s (%s); ticks hold until one arrives",
+                            self.cfg.control.first_chunk_timeout_s, self.executor.last_error or "no reply yet")
+                return obs
+            if abs(self.clock.now() - float(obs["timestamp_s"])) <= max_age:
+                return obs
+            # the answer took longer than an observation stays fresh: plan again from a fresh one
+            self.executor.drop_chunks()
+            obs = validate_observation(self.robot.observe())
+        return None
 
     def _enter_realtime(self) -> None:
         prio = self.cfg.control.rt_priority

@@ -150,3 +150,32 @@ def test_lockstep_waits_for_every_chunk_on_a_simulated_clock():
 
     free = ChunkExecutor(ChunkPolicy(tick_coded(10), latency_s=0.02), n_action_steps=5, request_lead_steps=0, max_wait_s=0.0)
     assert any(p is None for p in run(free, 30)), "without lock-step the back-to-back ticks outrun inference"
+
+
+def test_prime_resends_timed_out_first_requests_and_leaves_tick_zero_planned() -> None:
+    tries = {"n": 0}
+
+    def cold(call: int, obs: dict) -> np.ndarray:
+        tries["n"] += 1
+        if tries["n"] <= 2:  # a cold server: the first requests time out
+            raise TimeoutError("no reply within the request timeout")
+        return tick_coded(10)(call, obs)
+
+    ex = ChunkExecutor(ChunkPolicy(cold), n_action_steps=5, request_lead_steps=2, max_wait_s=0.0)
+    assert ex.prime({"tick": 0}, timeout_s=5.0)
+    assert ex.counters["prime_errors"] == 2 and ex.counters["errors"] == 0
+    got = [ex.action_for_tick(k, {"tick": k}) for k in range(3)]
+    assert [round(float(p.action[0]) * 1000) for p in got] == [0, 1, 2] and ex.counters["waits"] == 0
+    ex.close()
+
+
+def test_prime_gives_up_at_once_on_a_non_timeout_error() -> None:
+    def broken(call: int, obs: dict) -> np.ndarray:
+        raise ValueError("bad checkpoint")
+
+    pol = ChunkPolicy(broken)
+    ex = ChunkExecutor(pol, n_action_steps=1, max_wait_s=0.0)
+    t0 = time.perf_counter()
+    assert not ex.prime({"tick": 0}, timeout_s=5.0)
+    assert time.perf_counter() - t0 < 1.0 and len(pol.seen) == 1 and ex.counters["prime_errors"] == 1
+    ex.close()

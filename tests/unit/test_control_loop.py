@@ -269,3 +269,23 @@ def test_cli_keys_latch_and_reset_the_estop_and_the_device_latch() -> None:
     assert not ctl.safety.estopped and Device.cleared == 1
     keys.handle("q")
     assert keys.quit.is_set() and ctl._stop_requested
+
+
+def test_first_chunk_is_fetched_before_tick_zero_even_from_a_cold_policy() -> None:
+    tries = {"n": 0}
+
+    def cold(call, obs):
+        tries["n"] += 1
+        if tries["n"] == 1:
+            raise TimeoutError("cold server: first request timed out")
+        return np.array([[0.4, 0, 0, 0, 0, 0, -1]], np.float32)
+
+    ctl, robot, policy, *_, rec, clock = make(cold, control={"max_policy_wait_s": 0.0})
+    res = ctl.run_episode(max_steps=3)
+    assert res.first_chunk_wait_s >= 0 and ctl.executor.counters["prime_errors"] == 1
+    assert rec.steps[0].action_executed[0] == pytest.approx(0.4), "tick 0 had no planned action"
+    assert ctl.counters["deadline_misses"] == 0 and ctl.executor.counters["errors"] == 0
+    tries["n"] = 0
+    ctl, robot, policy, *_, rec, clock = make(cold, control={"max_policy_wait_s": 0.0, "first_chunk_timeout_s": 0.0})
+    ctl.run_episode(max_steps=3)
+    assert (rec.steps[0].action_executed[:6] == 0).all() and ctl.executor.counters["errors"] == 1  # no priming: tick 0 holds
