@@ -1,6 +1,9 @@
 """Controller timing benchmark (issue: loop jitter, deadline misses, watchdog reaction).
 
-    .venv/bin/python scripts/bench_control.py [--quick] [--json PATH] [--policy vla|null] [--seconds S]
+    .venv/bin/python scripts/bench_control.py [--quick] [--json PATH] [--policy vla|null] [--seconds S] [--rt-priority N]
+
+The loop thread runs SCHED_FIFO priority 10 by default (``control.rt_priority``, the recommended
+deployment; ``--rt-priority 0`` = normal scheduling; the header line says which was used).
 
 1. Loop timing: the real controller at 20 Hz on the MuJoCo ``SimRobot`` (two 128x128 cameras),
    real clock, the policy served by a separate ``hil-robot serve-policy`` process over zmq
@@ -254,7 +257,7 @@ def main() -> int:
     ap.add_argument("--policy", default="", help="vla | expert | null, served by a separate process (default: vla with "
                     "--robot sim, null with --robot kinematic, whose observations have no real camera images)")
     ap.add_argument("--seconds", type=float, default=0.0, help="loop timing duration (default 60, quick 15)")
-    ap.add_argument("--rt-priority", type=int, default=0, help="control.rt_priority for the loop thread (0 = normal)")
+    ap.add_argument("--rt-priority", type=int, default=10, help="control.rt_priority for the loop thread (default 10: SCHED_FIFO, the recommended deployment; 0 = normal scheduling)")
     ap.add_argument("--robot", default="sim", choices=("sim", "kinematic"), help="sim: MuJoCo SimRobot (default)")
     ap.add_argument("--observe-lead-s", type=float, default=0.0, help="control.observe_lead_s (0 = send when decided)")
     args = ap.parse_args()
