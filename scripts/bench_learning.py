@@ -48,7 +48,8 @@ def run_condition(name: str, extra: list[str], minutes: float, out_dir: Path) ->
     from hil_robot import run as hil_run
     from hil_robot.config import load_config
 
-    overrides = ["experiment=sim_pick_cube", f"experiment.max_minutes={minutes}", *extra]
+    rounds = [] if any(o.startswith("experiment.rounds=") for o in extra) else ["experiment.rounds=1000"]  # the budget governs
+    overrides = ["experiment=sim_pick_cube", f"experiment.max_minutes={minutes}", *rounds, *extra]
     cfg = load_config(overrides)
     t0 = time.monotonic()
     result = hil_run.main(cfg, overrides, out_dir / name, quiet=True)
