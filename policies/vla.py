@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from hil_robot.types import ContractError, validate_observation
+from hil_robot.types import STATE_DIM, ContractError, validate_observation
 from policies.normalize import stats_from_batch
 from policies.text import embed_instructions
 from policies.vla_model import SIZE_PRESETS, VLAModel, VLAModelConfig, check_images, count_params
@@ -158,6 +158,18 @@ class VLAPolicy:
             raise RuntimeError(f"VLA (weights version {version}) produced non-finite actions; reload a good checkpoint")
         ms = (time.perf_counter() - t0) * 1e3
         return [{"actions": a.astype(np.float32), "policy_version": version, "infer_ms": ms} for a in actions]
+
+    def warm_up(self) -> float:
+        """One inference on a blank observation, so the first real request does not pay the lazy
+        start-up costs (kernel selection, text encoding); the noise generator is re-seeded after,
+        so what follows is exactly what a fresh policy would do. -> seconds taken."""
+        h, w = self.config.image_hw
+        obs: dict[str, Any] = {f"images/{c}": np.zeros((h, w, 3), np.uint8) for c in self.config.cameras}
+        obs.update(state=np.zeros(STATE_DIM, np.float32), prompt="warm up", timestamp_s=0.0)
+        t0 = time.perf_counter()
+        self.infer(obs)
+        self.reset()
+        return time.perf_counter() - t0
 
     def reset(self) -> None:
         """The VLA is stateless across steps; re-seed the flow-matching noise for reproducible episodes."""

@@ -64,6 +64,9 @@ def serve_policy(argv: list[str]) -> int:
         weights = WeightSubscriber(tcp_endpoint(t.host, t.weights_port), policy,
                                    curve=keys_from_config(t, server=False), heartbeat_s=t.heartbeat_s)
         log.info("following weights from %s", weights.endpoint)
+    warm_up = getattr(policy, "warm_up", None)
+    if callable(warm_up):  # pay the first inference's start-up cost before anyone is waiting on it
+        log.info("policy warmed up in %.2f s", warm_up())
     server = PolicyServer(policy, tcp_endpoint(t.bind_host, port), curve=keys_from_config(t, server=True),
                           weights=weights, max_frame_bytes=t.max_frame_bytes, max_batch=t.max_batch,
                           batch_window_s=t.batch_window_s, heartbeat_s=t.heartbeat_s)

@@ -183,3 +183,11 @@ def test_infer_batch_matches_single_infer():
     assert len(batched) == 3
     for o, b in zip(obs, batched):
         np.testing.assert_allclose(b["actions"], policy.infer(o)["actions"], atol=1e-5)
+
+
+def test_warm_up_leaves_the_policy_as_a_fresh_one():
+    warmed, fresh = tiny_policy("flow"), tiny_policy("flow")  # flow head: actions depend on the noise generator
+    assert warmed.warm_up() > 0.0
+    obs = make_obs(np.random.default_rng(3))
+    fresh.reset()
+    np.testing.assert_array_equal(warmed.infer(obs)["actions"], fresh.infer(obs)["actions"])
