@@ -6,7 +6,8 @@
   gripper). Segment: the command's ``segment`` (recovery / correction), else the current
   intervention's segment, else ``control.takeover_segment``. With no policy at all the episode is a
   teleoperated ``demo``.
-* ``PERTURBATION``: like a takeover, labelled ``perturbation``.
+* ``PERTURBATION``: like a takeover, labelled ``perturbation``; counted in ``perturbations``, not in
+  ``interventions`` (a deliberate disturbance is not the operator rescuing the policy).
 * Hand-back: when a DoF returns to the policy, the command on it moves from the last executed value
   towards the policy's by at most ``handback_max_delta`` per tick until it catches up, so the robot
   does not jerk when the operator lets go.
@@ -31,7 +32,9 @@ class Arbitration:
     source: Source
     segment: Segment
     human_mask: np.ndarray  # bool[7] DoFs the operator drove
-    takeover_started: bool  # first human tick after autonomous ones
+    takeover_started: bool  # first human tick after autonomous ones (takeover or perturbation)
+    intervention_started: bool  # an operator takeover began this tick (a perturbation -> takeover switch counts)
+    perturbation_started: bool  # a deliberate perturbation began this tick
     handing_back: bool  # hand-back smoothing changed the policy's command this tick
 
 
@@ -47,7 +50,9 @@ class Arbiter:
         self._handback = np.zeros(ACTION_DIM, dtype=bool)
         self._last_executed = np.zeros(ACTION_DIM, dtype=np.float64)
         self._segment: Segment | None = None  # segment of the intervention in progress
-        self.interventions = 0
+        self.interventions = 0  # operator takeovers this episode
+        self.perturbations = 0  # deliberate perturbations this episode
+        self._kind: OperatorMode | None = None  # TAKEOVER / PERTURBATION in progress, None when autonomous
 
     def note_executed(self, action: np.ndarray) -> None:
         """The command actually sent (after safety); the hand-back starts from it."""
@@ -74,8 +79,13 @@ class Arbiter:
         human = bool(mask.any())
         started = human and not self._human_mask.any()
         released = self._human_mask & ~mask
-        if started and not self.demo_mode:
-            self.interventions += 1
+        kind = None if not human or self.demo_mode else (
+            OperatorMode.PERTURBATION if mode == OperatorMode.PERTURBATION else OperatorMode.TAKEOVER)
+        intervention_started = kind == OperatorMode.TAKEOVER and self._kind != kind
+        perturbation_started = kind == OperatorMode.PERTURBATION and self._kind != kind
+        self.interventions += intervention_started
+        self.perturbations += perturbation_started
+        self._kind = kind
         self._handback |= released
         self._handback &= ~mask
         self._human_mask = mask
@@ -125,7 +135,8 @@ class Arbiter:
         elif policy_dofs.any():
             self._handback &= ~policy_dofs  # nothing to hand back to: hold, and start fresh later
         if not used_any:
-            return Arbitration(None, None, Source.HUMAN if human else Source.POLICY, segment, mask, started, False)
+            return Arbitration(None, None, Source.HUMAN if human else Source.POLICY, segment, mask, started,
+                               intervention_started, perturbation_started, False)
         return Arbitration(
             action=out,
             input_time_s=min(times) if times else None,
@@ -133,5 +144,7 @@ class Arbiter:
             segment=segment,
             human_mask=mask,
             takeover_started=started,
+            intervention_started=intervention_started,
+            perturbation_started=perturbation_started,
             handing_back=smoothing,
         )

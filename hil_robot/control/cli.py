@@ -206,7 +206,7 @@ def controller(argv: list[str]) -> int:
                 results.append(res)
                 print(
                     f"episode {i + 1}/{opts['episodes']} {res.episode_id}: {res.steps} steps, {res.end_reason}, "
-                    f"takeovers={res.interventions}",
+                    f"takeovers={res.interventions}" + (f" perturbations={res.perturbations}" if res.perturbations else ""),
                     flush=True,
                 )
                 if keys is not None and keys.quit.is_set() or res.end_reason == "stopped":
@@ -225,6 +225,7 @@ def controller(argv: list[str]) -> int:
         "successes": sum(r.success for r in results),
         "steps": sum(r.steps for r in results),
         "takeovers": sum(r.interventions for r in results),
+        "perturbations": sum(r.perturbations for r in results),
         **{k: v for k, v in stats.items() if isinstance(v, (int, float))},
     }
     width = max(map(len, summary))

@@ -52,6 +52,7 @@ class EpisodeResult:
     interventions: int
     meta: Any = None  # EpisodeMeta from the recorder, if any
     first_chunk_wait_s: float = float("nan")  # wall time spent getting the first chunk before tick 0 (nan: none asked)
+    perturbations: int = 0  # deliberate perturbations (not counted in ``interventions``)
 
 
 class Controller:
@@ -195,7 +196,8 @@ class Controller:
         self._log_counters(force=True)
         if failure is not None:
             raise failure
-        return EpisodeResult(episode_id, step, success, end_reason, self.instruction, self.arbiter.interventions, meta, prime_s)
+        return EpisodeResult(episode_id, step, success, end_reason, self.instruction, self.arbiter.interventions, meta, prime_s,
+                             perturbations=self.arbiter.perturbations)
 
     def _prime_policy(self, obs: dict[str, Any]) -> dict[str, Any] | None:
         """Get the chunk for tick 0 before the slots start (the robot stands still after its reset),
@@ -279,7 +281,8 @@ class Controller:
         )
         if arb.takeover_started:
             self.safety.reset_pose_reference()
-            self.counters["takeovers"] += 1
+        self.counters["takeovers"] += arb.intervention_started
+        self.counters["perturbations"] += arb.perturbation_started
         if arb.handing_back:
             self.counters["handback_ticks"] += 1
         decision = self.safety.filter(arb.action, arb.input_time_s, slot, obs["state"], force_hold=tuple(force))

@@ -36,6 +36,14 @@ def test_perturbation_is_labelled_and_counts_as_human():
     a = Arbiter()
     r = a.arbitrate(P, 2.0, cmd(OperatorMode.PERTURBATION), H)
     assert r.segment == Segment.PERTURBATION and r.source == Source.HUMAN and np.allclose(r.action, H)
+    assert r.perturbation_started and not r.intervention_started and (a.perturbations, a.interventions) == (1, 0)
+    # the operator grabs the robot during the perturbation: that is a takeover; then back to autonomous
+    r = a.arbitrate(P, 2.0, cmd(), H)
+    assert r.intervention_started and not r.takeover_started and r.segment == Segment.RECOVERY
+    a.arbitrate(P, 2.0, cmd(), H)
+    a.arbitrate(P, 2.0, OperatorCommand(1.0), None)
+    a.arbitrate(P, 2.0, cmd(OperatorMode.PERTURBATION), H)
+    assert (a.perturbations, a.interventions) == (2, 1)
 
 
 def test_partial_mask_mixes_and_oldest_time_wins():
