@@ -14,6 +14,8 @@ Conditions (same wall-clock budget each):
 
     python scripts/bench_learning.py --quick                 # ~1-2 min spot check (tiny images, main only)
     python scripts/bench_learning.py --minutes 30 --conditions main,bc,demos --json out.json
+    python scripts/bench_learning.py --conditions "" --merge a/results.json,b/results.json --json out.json
+                                   # conditions run separately: one table, plot and JSON for all
 
 JSON keys: final_success, minutes_to_90pct (null if not reached), final_intervention_rate,
 wbc_minus_bc_success, critic_minus_sparse_success (null when a condition was not run).
@@ -102,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--critic-checkpoint", default="", help="progress-critic checkpoint for rlpd_critic")
     ap.add_argument("--out", default="runs/bench_learning", help="directory for the run dirs and plots")
     ap.add_argument("--json", default="", help="write the flat metric JSON here")
+    ap.add_argument("--merge", default="", help="comma-separated results.json files of earlier runs: their "
+                    "conditions join the table, plot and JSON (a condition run now wins)")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every condition")
     args = ap.parse_args(argv)
 
@@ -113,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
+    for path in [p.strip() for p in args.merge.split(",") if p.strip()]:
+        try:
+            earlier = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            ap.error(f"--merge {path}: cannot read a results.json ({exc}); pass the file bench_learning wrote under --out")
+        if not isinstance(earlier, dict) or not all(isinstance(v, dict) and "rounds" in v for v in earlier.values()):
+            ap.error(f"--merge {path}: not a bench_learning results.json (condition -> {{rounds: [...]}})")
+        results.update({k: v for k, v in earlier.items() if k not in names})
     for name in names:
         extra = list(CONDITIONS[name]) + (QUICK if args.quick else []) + list(args.overrides)
         if name == "rlpd_critic":

@@ -1,0 +1,45 @@
+"""bench_learning merges conditions run separately into one JSON (the ablation keys need two runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_learning.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_learning", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rounds(evals, human):
+    return [{"round": i + 1, "eval_success": e, "deploy_success": 1.0, "interventions_per_episode": 1.0,
+             "intervention_rate": h, "wall_min": 3.0 * (i + 1), "env_steps": 1000.0 * (i + 1), "policy_version": 10.0 * i}
+            for i, (e, h) in enumerate(zip(evals, human))]
+
+
+def test_merged_runs_give_the_ablation_keys(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"main": {"rounds": _rounds([0.2, 0.9, 0.8], [0.3, 0.2, 0.1]),
+                                      "final_eval_success": 0.8, "final_intervention_rate": 0.1}}))
+    b.write_text(json.dumps({"bc": {"rounds": _rounds([0.1, 0.4, 0.5], [0.3, 0.3, 0.3]),
+                                    "final_eval_success": 0.5, "final_intervention_rate": 0.3}}))
+    out = tmp_path / "out.json"
+    assert _bench().main(["--conditions", "", "--merge", f"{a},{b}", "--out", str(tmp_path / "o"), "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["final_success"] == 0.8 and got["minutes_to_90pct"] == 6.0 and got["final_intervention_rate"] == 0.1
+    assert got["wbc_minus_bc_success"] == pytest.approx(0.3) and got["critic_minus_sparse_success"] is None
+    assert (tmp_path / "o" / "learning_curves.png").stat().st_size > 0
+
+
+def test_merge_of_a_foreign_file_is_refused_with_advice(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text(json.dumps({"final_success": 0.8}))
+    with pytest.raises(SystemExit):
+        _bench().main(["--conditions", "", "--merge", str(bad), "--out", str(tmp_path / "o")])
