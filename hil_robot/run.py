@@ -286,8 +286,20 @@ def _overrides(argv: Sequence[str], options: dict[str, Any]) -> list[str]:
     return [a for a in argv if a.partition("=")[0].lstrip("-").replace("-", "_") not in options]
 
 
+def check_policy_matches_learner(cfg: RootConfig) -> None:
+    """The served policy must be able to load what the learner publishes (else every weight update
+    would be rejected and the run would deploy an untrained policy for its whole budget)."""
+    algo, name = cfg.learner.algorithm, cfg.policy.name
+    if algo == "rlpd" and name != "rl":
+        raise ConfigError(f"learner.algorithm=rlpd publishes SAC actor weights, which policy {name!r} cannot load; "
+                          "serve them with policy=rl")
+    if algo in ("weighted_bc", "bc") and name != "vla":
+        raise ConfigError(f"learner.algorithm={algo} trains the VLA; serve it with policy=vla (got policy={name})")
+
+
 def main(cfg: RootConfig, overrides: Sequence[str] = (), run_dir: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
     """Importable entry point: the whole run; returns the summary (also in RUN_DIR/summary.json)."""
+    check_policy_matches_learner(cfg)
     run_dir = Path(run_dir or Path(cfg.experiment.run_dir) / time.strftime("%Y%m%d-%H%M%S"))
     hil = HilRun(cfg, overrides, run_dir, quiet=quiet)
     previous = None

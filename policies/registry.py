@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 POLICIES: dict[str, str] = {
     "vla": "policies.vla:make_vla_policy",
+    "rl": "policies.rl:make_rl_policy",
     "expert": "policies.scripted:make_expert_policy",
     "noisy_expert": "policies.scripted:make_noisy_expert_policy",
     "random": "policies.scripted:make_random_policy",

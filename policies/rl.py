@@ -362,3 +362,29 @@ class RLPolicy:
         with self._lock:
             self.modules.load_state_dict(tensors, strict=True)
             self.version = int(version)
+
+
+def make_rl_policy(cfg) -> RLPolicy:
+    """RootConfig -> the RLPD actor to serve (``policy.name=rl``), fresh weights: the server follows
+    the learner's. Its inputs must match what the learner builds from the replay batch: robot state
+    (+ the sim's ``task_state`` when ``learner.rl_obs=state`` on a sim robot), or the cameras in
+    ``learner.rl_cameras`` (all sim cameras when empty) at the sim image size."""
+    from hil_robot.config import ConfigError
+    from hil_robot.types import STATE_DIM
+
+    lc = cfg.learner
+    if lc.rl_actor == "residual":
+        raise ConfigError("policy.name=rl serves a standalone actor; learner.rl_actor=residual needs the VLA as its base "
+                          "policy, which the run does not serve yet: use learner.rl_actor=standalone")
+    task_state = 0
+    if lc.rl_obs == "state" and cfg.robot.kind == "sim":
+        from sim.tasks.base import TASK_STATE_DIM
+
+        task_state = TASK_STATE_DIM
+    cameras: tuple[str, ...] = ()
+    image_hw = (0, 0)
+    if lc.rl_obs == "image":
+        cameras = tuple(lc.rl_cameras) or tuple(cfg.sim.cameras)
+        image_hw = (cfg.sim.image_height, cfg.sim.image_width)
+    spec = {"state_dim": STATE_DIM + task_state, "cameras": cameras, "image_hw": image_hw}
+    return RLPolicy(lc, spec, deterministic=not cfg.policy.rl_explore, device=cfg.policy.device if cfg.policy.device != "auto" else "cpu")

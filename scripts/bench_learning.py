@@ -38,8 +38,8 @@ CONDITIONS: dict[str, list[str]] = {
     "main": [],
     "bc": ["learner.algorithm=bc"],
     "demos": ["operator=none"],
-    "rlpd_sparse": ["learner.algorithm=rlpd", "learner.reward=sparse"],
-    "rlpd_critic": ["learner.algorithm=rlpd", "learner.reward=critic"],
+    "rlpd_sparse": ["learner.algorithm=rlpd", "learner.reward=sparse", "policy=rl"],
+    "rlpd_critic": ["learner.algorithm=rlpd", "learner.reward=critic", "policy=rl"],
 }
 QUICK = ["experiment.demo_episodes=6", "experiment.rounds=2", "experiment.episodes_per_round=3",
          "experiment.eval_episodes=3", "sim.image_height=32", "sim.image_width=32", "learner.batch_size=16",

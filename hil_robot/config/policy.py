@@ -6,7 +6,7 @@ import dataclasses
 
 from hil_robot.config._build import choice, positive
 
-POLICIES = ("vla", "expert", "noisy_expert", "random", "remote")
+POLICIES = ("vla", "rl", "expert", "noisy_expert", "random", "remote")
 
 
 @dataclasses.dataclass
@@ -24,6 +24,7 @@ class PolicyConfig:
     flow_steps: int = 10  # Euler steps when head=flow
     augment_shift_px: int = 4  # DrQ random-shift padding while training (0 = off)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
+    rl_explore: bool = True  # rl only: sample from the SAC actor (exploration while deploying); false = its mean
 
     def __post_init__(self) -> None:
         choice("policy.name", self.name, POLICIES)

@@ -80,3 +80,28 @@ def test_hil_run_end_to_end(tmp_path):
     assert not leftover, f"orphan processes after the run: {leftover}"
     strays = [p.pid for p in psutil.process_iter(["cmdline"]) if any(str(run_dir) in a for a in (p.info["cmdline"] or []))]
     assert not strays, f"processes still running with the run directory on their command line: {strays}"
+
+
+@pytest.mark.slow
+def test_rlpd_run_serves_and_uses_the_actor_the_learner_publishes(tmp_path):
+    overrides = [*OVERRIDES, "policy=rl", "learner.algorithm=rlpd", "learner.reward=sparse",
+                 "experiment.rounds=2", "experiment.eval_episodes=1"]
+    cfg = load_config(overrides)
+    result = hil_run.main(cfg, overrides, tmp_path / "run", quiet=True)
+    assert "error" not in result, result.get("error")
+    store = EpisodeStore(tmp_path / "run" / "store", read_only=True)
+    deploy = [m for m in store.episodes() if "demo" not in m.segment_counts]
+    assert len(deploy) == 2 * 3
+    last = store.read_episode(deploy[-1].episode_id)
+    used = [int(v) for v, s in zip(last.columns["policy_version"], last.columns["source"]) if int(s) == 0]
+    assert used and min(used) >= 1, f"the RL actor ran without the learner's weights: {used}"
+    assert "weight update rejected" not in (tmp_path / "run" / "logs" / "policy.log").read_text()
+
+
+def test_a_policy_that_cannot_load_the_learners_weights_is_refused_before_anything_starts(tmp_path):
+    from hil_robot.config import ConfigError
+
+    for bad, hint in ((["learner.algorithm=rlpd"], "policy=rl"), (["policy=rl"], "policy=vla")):
+        with pytest.raises(ConfigError, match=hint):
+            hil_run.main(load_config([*OVERRIDES, *bad]), [*OVERRIDES, *bad], tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
