@@ -8,7 +8,7 @@ autonomy is 1 - the human share of deploy steps.
 Conditions (same wall-clock budget each):
     main       weighted BC (Sirius weights) on demos + interventions      (the default)
     bc         plain BC (learner.algorithm=bc)
-    demos      no intervention: operator=none while deploying (demos only)
+    demos      no intervention: the simulated operator never takes over (demos + own rollouts)
     rlpd_sparse / rlpd_critic   RLPD with sparse reward / progress-critic reward
                                 (rlpd_critic needs --critic-checkpoint PATH, else it is skipped)
 
@@ -37,7 +37,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # children inherit it: one torch 
 CONDITIONS: dict[str, list[str]] = {
     "main": [],
     "bc": ["learner.algorithm=bc"],
-    "demos": ["operator=none"],
+    "demos": ["teleop.sim_operator.max_interventions_per_episode=0"],  # the operator never takes over
     "rlpd_sparse": ["learner.algorithm=rlpd", "learner.reward=sparse", "policy=rl"],
     "rlpd_critic": ["learner.algorithm=rlpd", "learner.reward=critic", "policy=rl"],
 }

@@ -43,3 +43,13 @@ def test_merge_of_a_foreign_file_is_refused_with_advice(tmp_path):
     bad.write_text(json.dumps({"final_success": 0.8}))
     with pytest.raises(SystemExit):
         _bench().main(["--conditions", "", "--merge", str(bad), "--out", str(tmp_path / "o")])
+
+
+def test_every_condition_is_a_run_the_learner_and_server_agree_on():
+    from hil_robot.config import load_config
+    from hil_robot.run import check_policy_matches_learner
+
+    for name, overrides in _bench().CONDITIONS.items():
+        cfg = load_config(["experiment=sim_pick_cube", *overrides])  # a bad key fails here, naming it
+        check_policy_matches_learner(cfg)
+        assert (cfg.learner.algorithm == "rlpd") == name.startswith("rlpd"), name
