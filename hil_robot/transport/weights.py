@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 import time
 import uuid
@@ -197,6 +198,7 @@ class WeightPublisher:
         # the heartbeat a few times after each publish; subscribers drop a repeat of the version
         # they already accepted as a duplicate
         self.resends_per_update = 3
+        self.close_linger_s = 3.0
         self._last_frames: list[bytes] = []
         self._resends_left = 0
         self._hb_period_s = float(heartbeat_s)
@@ -233,9 +235,13 @@ class WeightPublisher:
                         self.link.send(frames)
 
     def close(self) -> None:
-        # let the last update's re-sends go out first (bounded), so a subscriber that is still
-        # connecting gets the final weights of a learner that stops right after publishing
-        deadline = time.monotonic() + self.resends_per_update * self._hb_period_s + 0.2
+        # A learner that stops right after publishing keeps re-sending its final update for
+        # ``close_linger_s`` first, so a subscriber that is still (re)connecting gets it: the
+        # linger exceeds the subscribers' maximum reconnect back-off (2 s, links.ZmqLink).
+        if self._last_frames:
+            with self._lock:
+                self._resends_left = max(self._resends_left, math.ceil(self.close_linger_s / self._hb_period_s))
+        deadline = time.monotonic() + self._resends_left * self._hb_period_s + 0.2
         while self._resends_left > 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         self._closed.set()
