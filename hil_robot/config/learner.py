@@ -35,6 +35,7 @@ class LearnerConfig:
     checkpoint_every_updates: int = 0  # 0 = by time only
     sirius: SiriusWeights = dataclasses.field(default_factory=SiriusWeights)
     pre_intervention_k: int = 15
+    ema_decay: float = 0.0  # BC: > 0 publishes/serves an exponential moving average of the weights (e.g. 0.998)
     advantage_beta: float = 0.0  # > 0 enables critic-advantage weights exp(A/beta)
     advantage_max_weight: float = 20.0  # clip for exp(A/beta)
     critic_checkpoint: str = ""  # progress-critic checkpoint (reward=critic, advantage_beta > 0)
@@ -92,6 +93,8 @@ class LearnerConfig:
         positive("learner.memory_max_steps", self.memory_max_steps)
         positive("learner.pre_intervention_k", self.pre_intervention_k, allow_zero=True)
         in_range("learner.gamma", self.gamma, 0.0, 1.0)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"learner.ema_decay={self.ema_decay} must be in [0, 1) (0 = off; 0.99-0.999 typical)")
         in_range("learner.tau", self.tau, 0.0, 1.0)
         in_range("learner.rl_demo_fraction", self.rl_demo_fraction, 0.0, 1.0)
         in_range("learner.rl_gripper_closed_below", self.rl_gripper_closed_below, 0.0, 1.0)

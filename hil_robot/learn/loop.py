@@ -249,8 +249,9 @@ class Learner:
         if self.cfg.learner.algorithm in ("weighted_bc", "bc"):
             from policies import checkpoint as policy_ckpt
 
-            def writer(tmp: Path) -> None:
-                policy_ckpt.save(tmp / "policy", self.vla, step=self.state.step, version=self.state.version)
+            def writer(tmp: Path) -> None:  # the weights that are served (the EMA when learner.ema_decay > 0)
+                with self.algo.serving_weights():
+                    policy_ckpt.save(tmp / "policy", self.vla, step=self.state.step, version=self.state.version)
         # Plots are redrawn by logger.close() (and `hil-robot report`), not on every checkpoint:
         # matplotlib took ~13 s per call under load on 2 cores, stalling training.
         return ckpt.save(self.run_dir, state, meta, extra_writer=writer)

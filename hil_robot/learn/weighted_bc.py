@@ -10,7 +10,9 @@ One ``update(batch)``:
    * ``adv_i = min(exp(A_i / β), max_weight)`` when ``learner.advantage_beta > 0``: critic
      advantages turn RL signal into extra BC weight (advantage-weighted regression). ``A`` comes
      from the batch's ``advantage`` column or from ``advantage_fn(batch)``;
-3. ``loss = Σ w_i l_i / Σ w_i``, one AdamW step (gradient norm clipped).
+3. ``loss = Σ w_i l_i / Σ w_i``, one AdamW step (gradient norm clipped);
+4. with ``learner.ema_decay > 0``, an exponential moving average of the weights is what gets
+   published and saved for serving (the optimiser keeps training the raw weights).
 
 Plain BC (``uniform=True``, ``learner.algorithm=bc``) sets every ``w_i = 1`` — the ablation.
 Metrics are namespaced ``wbc/`` (or ``bc/``) and include each segment's share of the loss, so
@@ -19,7 +21,8 @@ one can check the Sirius shares on live data.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import contextlib
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -72,6 +75,38 @@ class WeightedBC:
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
                                      weight_decay=1e-4, fused=self.device.type in ("cpu", "cuda"))
         self.num_updates = 0
+        # Optional exponential moving average of the weights (learner.ema_decay): what is published
+        # and saved for serving, while the optimiser keeps training the raw weights. The decay ramps
+        # up as min(decay, (1 + n) / (10 + n)) so early weights are not frozen in.
+        self.ema: dict[str, torch.Tensor] | None = None
+        if cfg.ema_decay > 0:
+            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    # ------------------------------------------------------------------ EMA
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        d = min(self.cfg.ema_decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
+        for k, v in self.model.state_dict().items():
+            e = self.ema[k]
+            if v.is_floating_point():
+                e.lerp_(v.detach(), 1.0 - d)
+            else:  # integer buffers (e.g. counters) follow the raw model
+                e.copy_(v)
+
+    @contextlib.contextmanager
+    def serving_weights(self) -> Iterator[nn.Module]:
+        """The model holding the weights to serve (the EMA when on) for the duration of the block."""
+        if self.ema is None:
+            yield self.model
+            return
+        raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.ema)
+        try:
+            yield self.model
+        finally:
+            self.model.load_state_dict(raw)
 
     # ------------------------------------------------------------------ weights
     def sample_weights(self, batch: Mapping[str, Any], n: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -117,6 +152,7 @@ class WeightedBC:
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip) if self.grad_clip > 0 else torch.tensor(0.0)
         self.opt.step()
         self.num_updates += 1
+        self._update_ema()
         p = self.prefix
         metrics.update({
             f"{p}/loss": float(loss.detach()),
@@ -130,15 +166,22 @@ class WeightedBC:
 
     # ------------------------------------------------------------------ state
     def publish_weights(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+        weights = self.ema if self.ema is not None else self.model.state_dict()
+        return {k: v.detach().cpu().numpy().copy() for k, v in weights.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "num_updates": self.num_updates}
+        state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "num_updates": self.num_updates}
+        if self.ema is not None:
+            state["ema"] = self.ema
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.num_updates = int(state["num_updates"])
+        if self.ema is not None:  # a checkpoint from a run without EMA starts the average at its weights
+            src = state.get("ema") or self.model.state_dict()
+            self.ema = {k: v.detach().clone().to(self.device) for k, v in src.items()}
 
 
 def segment_shares(per_sample: torch.Tensor, w: torch.Tensor, segments: np.ndarray, prefix: str) -> dict[str, float]:

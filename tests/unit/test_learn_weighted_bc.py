@@ -135,3 +135,39 @@ def test_bad_weights_are_refused_with_a_clear_error():
     cfg_adv = load_config(["learner=weighted_bc", "learner.advantage_beta=1.0"]).learner
     with pytest.raises(KeyError, match="advantage"):
         WeightedBC(cfg_adv, TinyPolicy(), batch_to_torch=tiny_batch_to_torch).update(dict(batch, weight=np.ones(4, np.float32)))
+
+
+def test_ema_weights_are_published_and_served_while_raw_weights_train():
+    rng = np.random.default_rng(0)
+    cfg = load_config(["learner=bc", "learner.lr=1e-2", "learner.ema_decay=0.9"]).learner
+    policy = TinyPolicy(seed=0)
+    algo = WeightedBC(cfg, policy, batch_to_torch=tiny_batch_to_torch)
+    expected = {k: v.detach().clone() for k, v in policy.model.state_dict().items()}
+    for n in range(60):
+        s = rng.normal(size=(64, 15)).astype(np.float32)
+        algo.update({"obs/state": s, "actions": good_action(s)[:, None]})
+        d = min(0.9, (1.0 + n + 1) / (10.0 + n + 1))  # the ramp, then the configured decay
+        expected = {k: d * expected[k] + (1 - d) * v.detach() for k, v in policy.model.state_dict().items()}
+    published = algo.publish_weights()
+    raw = {k: v.detach().clone() for k, v in policy.model.state_dict().items()}
+    for k, v in expected.items():
+        np.testing.assert_allclose(published[k], v.numpy(), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(published[k], raw[k].numpy())  # the average lags the raw weights
+    # serving_weights() swaps the EMA in for saving and restores the raw weights after
+    with algo.serving_weights() as model:
+        for k, v in model.state_dict().items():
+            np.testing.assert_allclose(v.numpy(), published[k])
+    for k, v in policy.model.state_dict().items():
+        assert torch.equal(v, raw[k])
+    # the EMA survives a checkpoint round trip; a no-EMA checkpoint starts the average at its weights
+    other = WeightedBC(cfg, TinyPolicy(seed=1), batch_to_torch=tiny_batch_to_torch)
+    other.load_state_dict(algo.state_dict())
+    for k, v in other.publish_weights().items():
+        np.testing.assert_array_equal(v, published[k])
+    plain_cfg = load_config(["learner=bc", "learner.lr=1e-2"]).learner
+    plain = WeightedBC(plain_cfg, TinyPolicy(seed=2), batch_to_torch=tiny_batch_to_torch)
+    other.load_state_dict(plain.state_dict())
+    for k, v in other.publish_weights().items():
+        np.testing.assert_array_equal(v, plain.publish_weights()[k])
+    with pytest.raises(Exception, match="ema_decay"):
+        load_config(["learner.ema_decay=1.0"])
