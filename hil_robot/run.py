@@ -70,8 +70,13 @@ class HilRun:
         for sub in ("metrics", "logs", "videos", "plots"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
         self.store, self.eval_store, self.learner_dir = run_dir / "store", run_dir / "eval_store", run_dir / "learner"
-        self.ports = {k: _free_port() for k in ("policy", "weights", "transitions", "operator")}
+        # an exploring RL actor is evaluated by its mean action: a second policy server (same weight
+        # bus, policy.rl_explore=false) serves the evaluation phase
+        self.separate_eval_policy = cfg.policy.name == "rl" and cfg.policy.rl_explore
+        names = ("policy", "weights", "transitions", "operator") + (("eval_policy",) if self.separate_eval_policy else ())
+        self.ports = {k: _free_port() for k in names}
         self.endpoint = {k: f"tcp://127.0.0.1:{p}" for k, p in self.ports.items()}
+        self.endpoint.setdefault("eval_policy", self.endpoint["policy"])
         self.episodes = EpisodeLog(run_dir / "metrics" / "episodes.csv")
         self.seen: set[str] = set()
         self.env_steps = 0
@@ -97,6 +102,10 @@ class HilRun:
             _spec("operator", ["operator", f"port={self.ports['operator']}",
                                f"log={self.run_dir / 'metrics' / 'operator_log.jsonl'}", *o]),
         ]
+        if self.separate_eval_policy:
+            keep = [x for x in o if not x.startswith("policy.rl_explore=")]
+            specs.append(_spec("eval_policy", ["serve-policy", f"port={self.ports['eval_policy']}", "transport.subscribe_weights=true",
+                                               f"transport.weights_port={self.ports['weights']}", *keep, "policy.rl_explore=false"]))
         self.services = Supervisor(specs, self.env, out=self._out(), log_dir=str(self.run_dir / "logs"),
                                    shutdown_timeout_s=20.0)
         self.services.start()
@@ -135,7 +144,8 @@ class HilRun:
 
     # ------------------------------------------------------------------ phases
     def controller_args(self, phase: str, episodes: int, seed: int, rnd: int) -> list[str]:
-        common = ["controller", f"episodes={episodes}", f"seed={seed}", f"endpoint={self.endpoint['policy']}",
+        policy = self.endpoint["policy" if phase == "deploy" else "eval_policy"]
+        common = ["controller", f"episodes={episodes}", f"seed={seed}", f"endpoint={policy}",
                   f"realtime={'true' if self.cfg.experiment.realtime else 'false'}", "keys=false",
                   f"summary_json={self.run_dir / 'metrics' / f'controller_r{rnd}_{phase}.json'}"]
         if phase == "deploy":
@@ -143,12 +153,12 @@ class HilRun:
                     f"transitions={self.endpoint['transitions']}", *self.overrides]
         return [*common, "operator=none", f"store={self.eval_store}", *self.overrides]
 
-    def wait_for_weights(self, min_version: int, timeout_s: float) -> int:
+    def wait_for_weights(self, min_version: int, timeout_s: float, server: str = "policy") -> int:
         """Block until the policy server *serves* ``min_version`` (the learner's first trained
         weights, received over the weight bus and swapped in), not merely until they were published."""
         from hil_robot.transport.policy_client import PolicyClient, TransportTimeout
 
-        client = PolicyClient(self.endpoint["policy"], timeout_s=1.0, heartbeat_s=None)
+        client = PolicyClient(self.endpoint[server], timeout_s=1.0, heartbeat_s=None)
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline:
@@ -247,6 +257,8 @@ class HilRun:
         self.start_services()
         if self.env_steps >= self.cfg.learner.min_replay_steps:  # the learner can train on the demos first
             version = self.wait_for_weights(1, timeout_s=max(120.0, 60.0 * e.max_minutes / 3))
+            if self.separate_eval_policy:
+                self.wait_for_weights(1, timeout_s=max(120.0, 60.0 * e.max_minutes / 3), server="eval_policy")
             say(f"learner published weights v{version}; deploying", flush=True)
         else:
             say(f"{self.env_steps} demo steps < learner.min_replay_steps={self.cfg.learner.min_replay_steps}: "

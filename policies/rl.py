@@ -342,7 +342,8 @@ class RLPolicy:
     @property
     def metadata(self) -> dict:
         return {"name": "rl", "action_horizon": 1, "action_dim": 7, "cameras": list(self.featurizer.cameras),
-                "policy_version": self.version, "rl_obs": self.cfg.rl_obs, "rl_actor": self.cfg.rl_actor}
+                "policy_version": self.version, "rl_obs": self.cfg.rl_obs, "rl_actor": self.cfg.rl_actor,
+                "explore": not self.deterministic}
 
     # ------------------------------------------------------------------ WeightUpdatable
     def weight_spec(self) -> dict:

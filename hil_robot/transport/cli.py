@@ -70,8 +70,9 @@ def serve_policy(argv: list[str]) -> int:
     server = PolicyServer(policy, tcp_endpoint(t.bind_host, port), curve=keys_from_config(t, server=True),
                           weights=weights, max_frame_bytes=t.max_frame_bytes, max_batch=t.max_batch,
                           batch_window_s=t.batch_window_s, heartbeat_s=t.heartbeat_s)
-    print(f"serving policy {cfg.policy.name!r} on {server.endpoint} (CURVE {'on' if t.curve_keys_dir else 'off'})",
-          flush=True)
+    explore = policy.metadata.get("explore") if isinstance(getattr(policy, "metadata", None), dict) else None
+    print(f"serving policy {cfg.policy.name!r} on {server.endpoint} (CURVE {'on' if t.curve_keys_dir else 'off'}"
+          f"{'' if explore is None else ', explore ' + ('on' if explore else 'off')})", flush=True)
     gc.freeze()  # the model and libraries are long-lived: keep them out of the collector's full passes
     try:
         serve_until_stopped(lambda: server.poll_once(t.heartbeat_s / 2), max_seconds=opts["max_seconds"],

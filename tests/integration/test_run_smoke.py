@@ -95,7 +95,14 @@ def test_rlpd_run_serves_and_uses_the_actor_the_learner_publishes(tmp_path):
     last = store.read_episode(deploy[-1].episode_id)
     used = [int(v) for v, s in zip(last.columns["policy_version"], last.columns["source"]) if int(s) == 0]
     assert used and min(used) >= 1, f"the RL actor ran without the learner's weights: {used}"
-    assert "weight update rejected" not in (tmp_path / "run" / "logs" / "policy.log").read_text()
+    logs = tmp_path / "run" / "logs"
+    assert "weight update rejected" not in (logs / "policy.log").read_text()
+    # deployment explores (samples the actor); evaluation is served the actor's mean by its own server
+    assert "explore on" in (logs / "policy.log").read_text()
+    assert "explore off" in (logs / "eval_policy.log").read_text()
+    assert "weight update rejected" not in (logs / "eval_policy.log").read_text()
+    evals = EpisodeStore(tmp_path / "run" / "eval_store", read_only=True).episodes()
+    assert len(evals) == 2 and all(min(m.policy_versions) >= 1 for m in evals)
 
 
 def test_a_policy_that_cannot_load_the_learners_weights_is_refused_before_anything_starts(tmp_path):
