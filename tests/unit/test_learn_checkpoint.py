@@ -101,3 +101,33 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
     rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
     assert rows[0] == "step,time_s,metric,value" and any(r.startswith("6,") for r in rows)
     assert (tmp_path / "b" / "metrics.png").stat().st_size > 1000
+
+
+def test_bc_learner_with_ema_resumes_it_and_saves_the_ema_for_serving(tmp_path):
+    """learner.ema_decay: the average survives a resume exactly, and the checkpoint's serving
+    policy holds the averaged weights (what the policy server was sent), not the raw ones."""
+    from policies import checkpoint as policy_ckpt
+
+    _store(tmp_path / "store")
+
+    def bc(run: str, max_updates: int) -> Learner:
+        cfg = load_config(["learner=weighted_bc", "learner.batch_size=4", f"learner.max_updates={max_updates}",
+                           "learner.min_replay_steps=8", "learner.checkpoint_every_s=1000", "learner.ema_decay=0.9",
+                           "sim.image_height=16", "sim.image_width=16", "policy.size=small",
+                           "experiment.wandb_mode=disabled"])
+        return Learner(cfg, [tmp_path / "store"], tmp_path / run)
+
+    straight = bc("a", 4)
+    straight.run()
+    bc("b", 2).run()
+    resumed = bc("b", 4)
+    assert resumed.state.step == 2
+    resumed.run()
+    want, got = straight.algo.publish_weights(), resumed.algo.publish_weights()
+    for k in want:
+        np.testing.assert_array_equal(want[k], got[k], err_msg=f"EMA {k} differs after resume")
+    raw = {k: v.detach().numpy() for k, v in resumed.algo.model.state_dict().items()}
+    assert any(not np.array_equal(raw[k], got[k]) for k in got)  # the average is not the raw weights
+    served = policy_ckpt.load(ckpt.latest(tmp_path / "b") / "policy")
+    for k, v in served.model.state_dict().items():
+        np.testing.assert_array_equal(v.detach().numpy(), got[k], err_msg=k)
