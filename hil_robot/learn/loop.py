@@ -126,6 +126,10 @@ class Learner:
                                   refresh=last is None)
         self.state = LearnerState()
         self._critic_backend = None
+        # progress-critic reward per stored transition, computed once: the critic is frozen and a
+        # stored transition never changes, so only transitions not seen before are scored
+        self._reward_cache: dict[tuple[int, int, int], float] = {}
+        self.reward_cache_stats = {"hits": 0, "scored": 0}
         self.vla = None  # the VLA policy (weighted BC trains it; residual RLPD acts on top of it)
         resumed_state = resumed_meta = None
         if last is not None:
@@ -209,6 +213,34 @@ class Learner:
             self._critic_backend = load_critic_backend(self.cfg.learner.critic_checkpoint, self.device)
         return self._critic_backend
 
+    def critic_rewards(self, batch: dict[str, Any]) -> np.ndarray:
+        """reward [B] float32 = the progress critic's Δ(obs, next_obs), scoring only transitions
+        not scored before (cache keyed by store, episode and step)."""
+        from hil_robot.learn.critic import label_rewards
+
+        keys = list(zip(batch["store_index"].tolist(), batch["episode_index"].tolist(), batch["step_index"].tolist()))
+        cache = self._reward_cache
+        first: dict[tuple[int, int, int], int] = {}  # unscored transition -> its first row in the batch
+        for i, k in enumerate(keys):
+            if k not in cache:
+                first.setdefault(k, i)
+        if len(cache) + len(first) > 2 * self.cfg.learner.memory_max_steps:
+            cache.clear()  # bounded: at most twice the replay's capacity
+            first = {}
+            for i, k in enumerate(keys):
+                first.setdefault(k, i)
+        missing = list(first.values())
+        if missing:
+            idx = np.asarray(missing)
+            sub = {k: v[idx] for k, v in batch.items() if k.startswith(("obs/", "next_obs/"))}
+            sub["instruction"] = [batch["instruction"][i] for i in missing]
+            rewards = label_rewards(self._critic(), sub)["reward"]
+            for i, r in zip(missing, rewards.tolist()):
+                cache[keys[i]] = r
+        self.reward_cache_stats["scored"] += len(missing)
+        self.reward_cache_stats["hits"] += len(keys) - len(missing)
+        return np.array([cache[k] for k in keys], np.float32)
+
     def _advantage_fn(self) -> Callable | None:
         if self.cfg.learner.advantage_beta <= 0:
             return None
@@ -222,9 +254,7 @@ class Learner:
             if lc.rl_actor == "residual":
                 add_base_actions(batch, self.vla)
             if lc.reward == "critic":
-                from hil_robot.learn.critic import label_rewards
-
-                batch["reward"] = label_rewards(self._critic(), batch)["reward"].astype(np.float32)
+                batch["reward"] = self.critic_rewards(batch)
             return batch
         return self.replay.sample(self.per_rank_batch, self._horizon(), view="bc", rng=self.sample_rng)
 

@@ -131,3 +131,30 @@ def test_bc_learner_with_ema_resumes_it_and_saves_the_ema_for_serving(tmp_path):
     served = policy_ckpt.load(ckpt.latest(tmp_path / "b") / "policy")
     for k, v in served.model.state_dict().items():
         np.testing.assert_array_equal(v.detach().numpy(), got[k], err_msg=k)
+
+
+def test_critic_reward_scores_each_stored_transition_once(tmp_path):
+    """learner.reward=critic: rewards equal the critic's Δ(obs, next_obs) for every sample, and a
+    transition sampled again is not re-scored (the critic is frozen, stored steps never change)."""
+    from policies.checkpoint import save_critic
+    from policies.critic import CriticNetConfig, ProgressCritic
+
+    _store(tmp_path / "store")
+    torch.manual_seed(0)
+    net = ProgressCritic(CriticNetConfig(cameras=("front", "wrist"), image_hw=(16, 16), vision_channels=(8, 8, 16, 16),
+                                         feature_dim=16, hidden_dim=16))
+    save_critic(tmp_path / "critic", net)
+    cfg = load_config(["learner=rlpd", "learner.reward=critic", f"learner.critic_checkpoint={tmp_path / 'critic'}",
+                       "learner.batch_size=16", "learner.min_replay_steps=8", "experiment.wandb_mode=disabled"])
+    learner = Learner(cfg, [tmp_path / "store"], tmp_path / "run")
+    from hil_robot.learn.critic import label_rewards
+
+    total_steps = learner.replay.num_steps
+    for _ in range(20):
+        batch = learner.sample()
+        want = label_rewards(learner._critic(), batch)["reward"]
+        np.testing.assert_allclose(batch["reward"], want, rtol=1e-5, atol=1e-6)
+    stats = learner.reward_cache_stats
+    assert 0 < stats["scored"] <= total_steps  # each distinct transition scored at most once
+    assert stats["hits"] >= 20 * 16 - total_steps
+    learner.close()
