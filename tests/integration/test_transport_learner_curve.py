@@ -100,7 +100,7 @@ def test_curve_learner_reaches_only_authorised_subscribers(tmp_path, free_port, 
     proc = start_learner(tmp_path, port, f"transport.curve_keys_dir={good}", "transport.bind_host=0.0.0.0")
     try:
         ok = subs["authorised"]
-        wait_for(lambda: ok.apply_pending() or ok.applied_version >= 2, 180, "two versions at the authorised subscriber",
+        wait_for(lambda: (ok.apply_pending(), ok.applied_version >= 2)[1], 180, "two versions at the authorised subscriber",
                  proc)
         assert listening_on(proc, port) == "0.0.0.0"  # transport.bind_host, not transport.host
         time.sleep(0.5)  # a few more publishes and heartbeats the others could have heard
@@ -125,7 +125,7 @@ def test_default_learner_bus_is_plain_on_loopback(tmp_path, free_port, keydirs):
                               heartbeat_s=0.1)  # expects encryption the learner does not speak
     proc = start_learner(tmp_path, port)
     try:
-        wait_for(lambda: plain.apply_pending() or plain.applied_version >= 1, 180, "a version at the plain subscriber",
+        wait_for(lambda: (plain.apply_pending(), plain.applied_version >= 1)[1], 180, "a version at the plain subscriber",
                  proc)
         assert listening_on(proc, port) == "127.0.0.1"
         time.sleep(0.5)
