@@ -192,9 +192,15 @@ def test_arm_bridge_ur_servo_twist_and_watchdog(ros):
     out = []
     test.create_subscription(TwistStamped, "/servo_node/delta_twist_cmds", out.append, COMMAND_QOS)
     pub = test.create_publisher(TwistStamped, "cmd/ee_twist", COMMAND_QOS)
-    assert ros.spin_until(lambda: (pub.publish(convert.twist_msg([1.0, 0, 0], [0, 0, 0.5], 0, "base")), len(out) >= 1)[1])
-    v = convert.msg_to_twist(out[0])
-    assert v[0] == pytest.approx(0.2) and v[5] == pytest.approx(0.5) and out[0].header.frame_id == "base_link"
+    # the first forwarded commands can go out before DDS has matched the driver-side subscription,
+    # and a watchdog hold (zero twist) can arrive first: wait for a forwarded (moving) command
+    def moving() -> list:
+        return [m for m in out if np.any(convert.msg_to_twist(m) != 0.0)]
+
+    assert ros.spin_until(lambda: (pub.publish(convert.twist_msg([1.0, 0, 0], [0, 0, 0.5], 0, "base")), moving())[1])
+    first = moving()[0]
+    v = convert.msg_to_twist(first)
+    assert v[0] == pytest.approx(0.2) and v[5] == pytest.approx(0.5) and first.header.frame_id == "base_link"
     # no fresh command for watchdog_hold_s -> a zero twist goes out
     assert ros.spin_until(lambda: np.allclose(convert.msg_to_twist(out[-1]), 0.0), 2.0)
 
