@@ -158,10 +158,13 @@ def test_arm_bridge_franka_pose_targets_and_estop(ros):
     q = convert.joint_state_positions(got["js"][-1], list(convert.DEFAULT_JOINT_NAMES) + ["gripper"])
     assert q[:7] == pytest.approx([0.1 * i for i in range(7)]) and q[7] == pytest.approx(0.5)  # 0.02 of 0.04 open
     assert got["pose"][-1].header.frame_id == "fr3_link0"
-    # a twist of 0.1 m/s in x for one 10 Hz tick moves the impedance target 1 cm
-    assert ros.spin_until(lambda: (twist_pub.publish(convert.twist_msg([0.1, 0, 0], [0, 0, 0], 0, "base")),
-                                   len(got["target"]) >= 1)[1])
-    pos, _ = convert.msg_to_pose(got["target"][0])
+    # a twist of 0.1 m/s in x for one 10 Hz tick moves the impedance target 1 cm (wait for a moved
+    # target: a watchdog hold at the measured pose can arrive first while DDS is still matching)
+    def moved() -> list:
+        return [m for m in got["target"] if abs(convert.msg_to_pose(m)[0][0] - 0.5) > 1e-6]
+
+    assert ros.spin_until(lambda: (twist_pub.publish(convert.twist_msg([0.1, 0, 0], [0, 0, 0], 0, "base")), moved())[1])
+    pos, _ = convert.msg_to_pose(moved()[0])
     assert pos[0] == pytest.approx(0.51) and pos[2] == pytest.approx(0.3)
     # a huge twist is clamped to 0.25 m/s: at most 2.5 cm per tick further
     n = len(got["target"])
