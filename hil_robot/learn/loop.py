@@ -220,14 +220,11 @@ class Learner:
 
         keys = list(zip(batch["store_index"].tolist(), batch["episode_index"].tolist(), batch["step_index"].tolist()))
         cache = self._reward_cache
+        if len(cache) + len(keys) > 2 * self.cfg.learner.memory_max_steps:
+            cache.clear()  # bounded: at most twice the replay's capacity
         first: dict[tuple[int, int, int], int] = {}  # unscored transition -> its first row in the batch
         for i, k in enumerate(keys):
             if k not in cache:
-                first.setdefault(k, i)
-        if len(cache) + len(first) > 2 * self.cfg.learner.memory_max_steps:
-            cache.clear()  # bounded: at most twice the replay's capacity
-            first = {}
-            for i, k in enumerate(keys):
                 first.setdefault(k, i)
         missing = list(first.values())
         if missing:

@@ -252,5 +252,7 @@ def test_serve_until_stopped_polls_logs_status_and_honours_max_seconds(caplog):
 def test_policy_server_stop_without_start_closes_the_endpoint():
     hub = InProcHub()
     server = PolicyServer(NullPolicy(), link=hub.bind())
+    assert hub.bound
     server.stop()
-    hub.bind()  # the address is free again
+    assert not hub.bound  # the endpoint is closed
+    hub.bind()  # and the address can be bound again
