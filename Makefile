@@ -5,10 +5,14 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup lerobot-env run test test-fast bench clean
 
 setup:
 	@bash scripts/setup.sh
+
+# Python 3.12 env for `policy=lerobot` (LeRobot ACT/SmolVLA served by our policy server); setup calls it
+lerobot-env:
+	@bash scripts/lerobot_env.sh
 
 run: setup
 	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/hil-robot run experiment=sim_pick_cube $(RUN_ARGS)
@@ -24,4 +28,4 @@ bench: setup
 	@for b in scripts/bench_*.py; do echo "== $$b"; MUJOCO_GL=egl $(PY) $$b --quick || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-lerobot .pytest_cache

@@ -9,6 +9,12 @@ bash scripts/install_system_deps.sh
 
 stamp="$VENV/.hil_robot_setup"
 want=$(cat pyproject.toml scripts/setup.sh $(ls tests/browser/package.json 2>/dev/null) | sha256sum | cut -d' ' -f1)
+# The LeRobot policy environment (Python 3.12, its own torch): reused when complete. Not fatal: without
+# it policy=lerobot and its tests say why they cannot run (HIL_ROBOT_SKIP_LEROBOT=1 skips building it).
+if [ "${HIL_ROBOT_SKIP_LEROBOT:-0}" != 1 ]; then
+  bash scripts/lerobot_env.sh || echo "[setup] the LeRobot environment is not available (see above); policy=lerobot will not run"
+fi
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/hil-robot" ]; then
   exit 0
 fi
