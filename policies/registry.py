@@ -16,6 +16,8 @@ POLICIES: dict[str, str] = {
     "noisy_expert": "policies.scripted:make_noisy_expert_policy",
     "random": "policies.scripted:make_random_policy",
     "remote": "policies.registry:make_remote_policy",
+    "openpi": "hil_robot.transport.openpi_client:make_openpi_policy",  # torch-free robot-side clients
+    "groot": "hil_robot.transport.groot_client:make_groot_policy",
 }
 
 

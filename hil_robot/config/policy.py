@@ -6,7 +6,7 @@ import dataclasses
 
 from hil_robot.config._build import choice, positive
 
-POLICIES = ("vla", "rl", "expert", "noisy_expert", "random", "remote")
+POLICIES = ("vla", "rl", "expert", "noisy_expert", "random", "remote", "openpi", "groot")
 
 
 @dataclasses.dataclass
@@ -25,6 +25,14 @@ class PolicyConfig:
     augment_shift_px: int = 4  # DrQ random-shift padding while training (0 = off)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     rl_explore: bool = True  # rl only: sample from the SAC actor (exploration while deploying); false = its mean
+    # foreign VLA servers (openpi, groot; docs/byo_vla.md): obs-key mapping (syntax: hil_robot/obs_mapping.py)
+    obs_map: dict[str, str] = dataclasses.field(default_factory=dict)  # backend key -> our obs source
+    server_url: str = ""  # openpi: ws://host:8000 ; groot: tcp://host:5555
+    api_key: str = ""  # openpi "Authorization: Api-Key ..." header / groot api_token ("" = none)
+    server_timeout_s: float = 10.0  # per request to a foreign VLA server (first calls may compile kernels)
+    action_key: str = "actions"  # openpi: reply key of the chunk; groot: comma-separated action.<part> keys, concatenated
+    native_action_dim: int = 0  # columns the backend's chunk must have (0 = accept any)
+    groot_protocol: str = "n1.6"  # n1.6: {observation, options} -> [action, info] | n1.5: flat obs -> action dict
 
     def __post_init__(self) -> None:
         choice("policy.name", self.name, POLICIES)
@@ -32,6 +40,9 @@ class PolicyConfig:
         choice("policy.size", self.size, ("cpu", "small", "gpu"))
         choice("policy.backbone", self.backbone, ("", "conv", "resnet18"))
         positive("policy.flow_steps", self.flow_steps)
+        positive("policy.server_timeout_s", self.server_timeout_s)
+        positive("policy.native_action_dim", self.native_action_dim, allow_zero=True)
+        choice("policy.groot_protocol", self.groot_protocol, ("n1.6", "n1.5"))
         positive("policy.augment_shift_px", self.augment_shift_px, allow_zero=True)
         positive("policy.noise_std", self.noise_std, allow_zero=True)
         if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
