@@ -18,6 +18,7 @@ POLICIES: dict[str, str] = {
     "remote": "policies.registry:make_remote_policy",
     "openpi": "hil_robot.transport.openpi_client:make_openpi_policy",  # torch-free robot-side clients
     "groot": "hil_robot.transport.groot_client:make_groot_policy",
+    "lerobot": "policies.lerobot_backend:make_lerobot_policy",  # in the LeRobot env (make lerobot-env)
 }
 
 

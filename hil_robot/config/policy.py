@@ -6,7 +6,7 @@ import dataclasses
 
 from hil_robot.config._build import choice, positive
 
-POLICIES = ("vla", "rl", "expert", "noisy_expert", "random", "remote", "openpi", "groot")
+POLICIES = ("vla", "rl", "expert", "noisy_expert", "random", "remote", "openpi", "groot", "lerobot")
 
 
 @dataclasses.dataclass
@@ -33,6 +33,9 @@ class PolicyConfig:
     action_key: str = "actions"  # openpi: reply key of the chunk; groot: comma-separated action.<part> keys, concatenated
     native_action_dim: int = 0  # columns the backend's chunk must have (0 = accept any)
     groot_protocol: str = "n1.6"  # n1.6: {observation, options} -> [action, info] | n1.5: flat obs -> action dict
+    # lerobot (policies/lerobot_backend.py; checkpoint = a LeRobot save_pretrained directory)
+    lerobot_type: str = "act"  # the checkpoint's LeRobot policy type: act | smolvla | pi0 | pi05
+    python: str = ""  # interpreter of the policy server for policy=lerobot ("" = .venv-lerobot/bin/python, make lerobot-env)
 
     def __post_init__(self) -> None:
         choice("policy.name", self.name, POLICIES)
@@ -42,6 +45,7 @@ class PolicyConfig:
         positive("policy.flow_steps", self.flow_steps)
         positive("policy.server_timeout_s", self.server_timeout_s)
         positive("policy.native_action_dim", self.native_action_dim, allow_zero=True)
+        choice("policy.lerobot_type", self.lerobot_type, ("act", "smolvla", "pi0", "pi05"))
         choice("policy.groot_protocol", self.groot_protocol, ("n1.6", "n1.5"))
         positive("policy.augment_shift_px", self.augment_shift_px, allow_zero=True)
         positive("policy.noise_std", self.noise_std, allow_zero=True)
