@@ -9,6 +9,10 @@ from hil_robot.config._build import choice, positive
 POLICIES = ("vla", "rl", "expert", "noisy_expert", "random", "remote", "openpi", "groot", "lerobot")
 
 
+ACTION_SPACES = ("ee_delta", "ee_pose_abs", "joint_pos_abs", "joint_vel")
+ROTATION_WIDTH = {"quat_wxyz": 4, "quat_xyzw": 4, "rotvec": 3, "euler_xyz": 3}
+
+
 @dataclasses.dataclass
 class PolicyConfig:
     name: str = "vla"
@@ -31,7 +35,16 @@ class PolicyConfig:
     api_key: str = ""  # openpi "Authorization: Api-Key ..." header / groot api_token ("" = none)
     server_timeout_s: float = 10.0  # per request to a foreign VLA server (first calls may compile kernels)
     action_key: str = "actions"  # openpi: reply key of the chunk; groot: comma-separated action.<part> keys, concatenated
-    native_action_dim: int = 0  # columns the backend's chunk must have (0 = accept any)
+    native_action_dim: int = 0  # columns the backend's chunk must have (0 = the action space's own width; more = padding, ignored)
+    # the backend's NATIVE action space; the controller converts each row at the tick it runs
+    # (hil_robot/control/action_space.py, docs/byo_vla.md "Action spaces")
+    action_space: str = "ee_delta"  # ee_delta | ee_pose_abs | joint_pos_abs | joint_vel
+    action_rotation: str = "quat_wxyz"  # ee_pose_abs orientation: quat_wxyz | quat_xyzw | rotvec | euler_xyz
+    action_gripper: str = "signed"  # signed (-1 open..+1 closed) | close_1 ([0,1], 1 closed) | open_1 ([0,1], 1 open) | width_m
+    gripper_max_width_m: float = 0.08  # action_gripper=width_m: the fully open width
+    action_pos_scale_m: float = 0.0  # ee_delta: metres per native unit of dx..dz (0 = ours: normalised)
+    action_rot_scale_rad: float = 0.0  # ee_delta: radians per native unit of drx..drz (0 = ours: normalised)
+    joint_vel_dt_s: float = 0.0  # joint_vel: seconds one velocity row is integrated over (0 = the control period)
     groot_protocol: str = "n1.6"  # n1.6: {observation, options} -> [action, info] | n1.5: flat obs -> action dict
     # lerobot (policies/lerobot_backend.py; checkpoint = a LeRobot save_pretrained directory)
     lerobot_type: str = "act"  # the checkpoint's LeRobot policy type: act | smolvla | pi0 | pi05
@@ -47,6 +60,20 @@ class PolicyConfig:
         positive("policy.native_action_dim", self.native_action_dim, allow_zero=True)
         choice("policy.lerobot_type", self.lerobot_type, ("act", "smolvla", "pi0", "pi05"))
         choice("policy.groot_protocol", self.groot_protocol, ("n1.6", "n1.5"))
+        choice("policy.action_space", self.action_space, ACTION_SPACES)
+        choice("policy.action_rotation", self.action_rotation, tuple(ROTATION_WIDTH))
+        choice("policy.action_gripper", self.action_gripper, ("signed", "close_1", "open_1", "width_m"))
+        for k in ("gripper_max_width_m",):
+            positive(f"policy.{k}", getattr(self, k))
+        for k in ("action_pos_scale_m", "action_rot_scale_rad", "joint_vel_dt_s"):
+            positive(f"policy.{k}", getattr(self, k), allow_zero=True)
+        if self.native_action_dim and self.native_action_dim < self.action_width:
+            from hil_robot.config._build import ConfigError
+
+            raise ConfigError(
+                f"policy.native_action_dim={self.native_action_dim} is narrower than policy.action_space="
+                f"{self.action_space} needs ({self.action_width} columns: {self.action_layout}); fix either"
+            )
         positive("policy.augment_shift_px", self.augment_shift_px, allow_zero=True)
         positive("policy.noise_std", self.noise_std, allow_zero=True)
         if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
@@ -61,3 +88,19 @@ class PolicyConfig:
             raise ConfigError(
                 f"policy.n_action_steps={self.n_action_steps} must be <= policy.action_horizon={self.action_horizon}"
             )
+
+    @property
+    def action_width(self) -> int:
+        """Columns a native row of ``action_space`` uses (wider chunks: the rest is ignored)."""
+        if self.action_space == "ee_pose_abs":
+            return 3 + ROTATION_WIDTH[self.action_rotation] + 1
+        return 8 if self.action_space in ("joint_pos_abs", "joint_vel") else 7
+
+    @property
+    def action_layout(self) -> str:
+        return {
+            "ee_delta": "dx dy dz drx dry drz gripper",
+            "ee_pose_abs": f"x y z {self.action_rotation} gripper",
+            "joint_pos_abs": "q1..q7 gripper",
+            "joint_vel": "qd1..qd7 gripper",
+        }[self.action_space]

@@ -36,6 +36,7 @@ class RobotConfig:
     control_hz: float = 10.0
     max_delta_pos_m: float = 0.02  # metres per tick at action = 1
     max_delta_rot_rad: float = 0.15  # radians per tick at action = 1
+    kinematics: str = "panda"  # arm model for joint-space policy actions (hil_robot/kinematics.py); "" = none
     safety: SafetyConfig = dataclasses.field(default_factory=SafetyConfig)
 
     def __post_init__(self) -> None:
@@ -43,3 +44,6 @@ class RobotConfig:
         in_range("robot.control_hz", self.control_hz, 1.0, 100.0)
         positive("robot.max_delta_pos_m", self.max_delta_pos_m)
         positive("robot.max_delta_rot_rad", self.max_delta_rot_rad)
+        from hil_robot.kinematics import ARMS
+
+        choice("robot.kinematics", self.kinematics, ("", *sorted(ARMS)))
