@@ -3,6 +3,8 @@
     hil-robot serve-policy policy=vla checkpoint=runs/x/ckpt            # 127.0.0.1:5555
     hil-robot serve-policy policy=expert transport=remote               # 0.0.0.0, CURVE keys required
     hil-robot serve-policy policy=vla transport.subscribe_weights=true  # follow the learner's weights
+    hil-robot serve-policy policy=expert protocol=openpi port=8000      # openpi websocket front (openpi-client works)
+    hil-robot serve-policy policy=vla protocol=groot obs_map=groot      # GR00T zmq protocol front
     hil-robot keys dir=keys names=server,client,robot2
     hil-robot receive-transitions store=runs/learner_store          # learner host, port 5557
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
+import time
 from typing import Any, Callable
 
 from hil_robot.cli import parse_command_args
@@ -45,13 +48,25 @@ def build_policy(cfg: RootConfig, factory: str = "") -> Any:
     return make_policy(cfg)
 
 
+PROTOCOLS = ("hil", "openpi", "groot")
+
+
 def serve_policy(argv: list[str]) -> int:
+    """protocol: hil (our zmq, default) | openpi (websocket, port 8000 by default) | groot (GR00T zmq REQ/REP).
+    obs_map (openpi/groot): the mapping the clients use, inverted to build our observation — a preset
+    name (configs/policy/<protocol>_<name>.yaml, or <protocol>.yaml for ""), a YAML file, or
+    policy.obs_map when that is set. api_key: required key (openpi Api-Key header / groot api_token)."""
     opts, cfg = parse_command_args(
         argv,
-        options={"port": -1, "policy_factory": "", "max_seconds": 0.0, "status_every_s": 10.0},
+        options={"port": -1, "policy_factory": "", "max_seconds": 0.0, "status_every_s": 10.0,
+                 "protocol": "hil", "obs_map": "", "api_key": ""},
         aliases={"checkpoint": "policy.checkpoint", "host": "transport.bind_host"},
     )
+    if opts["protocol"] not in PROTOCOLS:
+        raise ConfigError(f"protocol={opts['protocol']!r}; choose one of: {', '.join(PROTOCOLS)}")
     t = cfg.transport
+    if opts["protocol"] != "hil":
+        return _serve_foreign(opts, cfg)
     port = t.policy_port if opts["port"] < 0 else opts["port"]
     policy = build_policy(cfg, opts["policy_factory"])
     weights = None
@@ -81,6 +96,62 @@ def serve_policy(argv: list[str]) -> int:
         server.link.close()
         if weights is not None:
             weights.close()
+    return 0
+
+
+def front_obs_map(protocol: str, spec: str, cfg: RootConfig) -> Any:
+    """The ObsMapping a foreign-protocol front inverts (see ``serve_policy``)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from hil_robot.config import config_dir
+    from hil_robot.obs_mapping import ObsMapping, ObsMappingError
+
+    if not spec and cfg.policy.obs_map:
+        mapping = dict(cfg.policy.obs_map)
+    else:
+        path = Path(spec) if spec.endswith((".yaml", ".yml")) else \
+            config_dir() / "policy" / (f"{protocol}_{spec}.yaml" if spec else f"{protocol}.yaml")
+        if not path.is_file():
+            presets = sorted(p.stem for p in (config_dir() / "policy").glob(f"{protocol}*.yaml"))
+            raise ConfigError(f"obs_map={spec!r}: no {path}; presets: {', '.join(presets) or 'none'} (or a YAML path)")
+        mapping = dict(OmegaConf.to_container(OmegaConf.load(path), resolve=True).get("obs_map") or {})
+    try:
+        return ObsMapping(mapping)
+    except ObsMappingError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _serve_foreign(opts: dict[str, Any], cfg: RootConfig) -> int:
+    """serve-policy protocol=openpi|groot: one of our policies behind a foreign VLA protocol."""
+    protocol, t = opts["protocol"], cfg.transport
+    mapping = front_obs_map(protocol, opts["obs_map"], cfg)
+    policy = build_policy(cfg, opts["policy_factory"])
+    warm_up = getattr(policy, "warm_up", None)
+    if callable(warm_up):
+        log.info("policy warmed up in %.2f s", warm_up())
+    if protocol == "openpi":
+        from hil_robot.transport.openpi_server import OpenpiPolicyServer
+
+        port = 8000 if opts["port"] < 0 else opts["port"]
+        server: Any = OpenpiPolicyServer(policy, mapping, host=t.bind_host, port=port, api_key=opts["api_key"],
+                                         max_frame_bytes=t.max_frame_bytes).start()
+        where = server.url
+    else:
+        from hil_robot.transport.groot_server import GrootPolicyServer
+
+        port = t.policy_port if opts["port"] < 0 else opts["port"]
+        server = GrootPolicyServer(policy, mapping, tcp_endpoint(t.bind_host, port), api_token=opts["api_key"],
+                                   protocol=cfg.policy.groot_protocol).start()
+        where = server.endpoint
+    print(f"serving policy {cfg.policy.name!r} on {where} ({protocol} protocol, obs keys "
+          f"{', '.join(sorted(mapping.spec))}; api key {'required' if opts['api_key'] else 'off'})", flush=True)
+    try:
+        serve_until_stopped(lambda: time.sleep(0.1), max_seconds=opts["max_seconds"], status=server.status,
+                            status_every_s=opts["status_every_s"], logger=log)
+    finally:
+        server.stop()
     return 0
 
 
