@@ -15,6 +15,9 @@ if [ "${HIL_ROBOT_SKIP_LEROBOT:-0}" != 1 ]; then
   bash scripts/lerobot_env.sh || echo "[setup] the LeRobot environment is not available (see above); policy=lerobot will not run"
 fi
 
+# openpi-client (numpy < 2) for the openpi protocol tests, in its own small venv. Not fatal: those tests skip.
+bash scripts/openpi_env.sh || echo "[setup] the openpi-client environment is not available; its protocol tests will skip"
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/hil-robot" ]; then
   exit 0
 fi
