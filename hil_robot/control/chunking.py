@@ -1,7 +1,16 @@
 """Action-chunk execution at the control rate (DESIGN §2).
 
-A policy returns a chunk ``actions[H, 7]`` planned from the observation of tick ``r``: row ``i`` is
-meant for tick ``r + i``. The executor
+A policy returns a chunk ``actions[H, Dn]`` planned from the observation of tick ``r``: row ``i`` is
+meant for tick ``r + i``. ``H`` is whatever the policy returns (it need not be
+``policy.action_horizon``) and the rows are in the policy's native action space; the executor
+
+* checks every reply with its ``ActionAdapter`` (``hil_robot.control.action_space``): a missing
+  ``actions`` key, a non-numeric payload, a wrong shape or a non-finite value rejects the whole
+  chunk (``BadChunkError``, counted as ``rejected_chunks`` and ``rejected_<kind>``, logged once per
+  kind); nothing of it is ever executed or reported as the policy's action, and ``last_rejection``
+  names the kind until a good chunk arrives;
+* converts the row it executes at each tick into our normalised EE delta from that tick's robot
+  state (``obs["state"]``), so absolute targets are measured against where the robot is now;
 
 * runs ``n_action_steps`` of each chunk, then switches to the next one at the chunk boundary,
   skipping rows whose tick has already passed (latency compensation);
@@ -32,7 +41,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hil_robot.types import ContractError, Policy, validate_chunk
+from hil_robot.control.action_space import ActionAdapter, BadChunkError
+from hil_robot.types import Policy
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +50,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class _Chunk:
     plan_tick: int  # tick whose observation produced it: row i is for tick plan_tick + i
-    actions: np.ndarray  # float32[H, 7]
+    actions: np.ndarray  # float32[H, Dn] native rows
     version: int
     active_tick: int = -1  # tick it became the executing chunk
     reply_time_s: float = 0.0
@@ -52,10 +62,11 @@ class _Chunk:
 
 @dataclasses.dataclass(frozen=True)
 class PlannedAction:
-    action: np.ndarray  # float32[7]
+    action: np.ndarray  # float32[7] our normalised delta (converted from the native row, before safety)
     policy_version: int
     chunk_index: int  # row used (for ensembling: of the newest chunk)
     new_chunk: bool  # first row taken from a chunk (a chunk boundary happened this tick)
+    native: np.ndarray | None = None  # the native row(s) it came from (float32[Dn]; ensembling: the newest chunk's)
 
 
 class ChunkExecutor:
@@ -69,6 +80,7 @@ class ChunkExecutor:
         ensemble_decay: float = 0.01,
         on_boundary: Callable[[], None] | None = None,
         lockstep: bool = False,
+        adapter: ActionAdapter | None = None,
     ) -> None:
         if n_action_steps < 1:
             raise ValueError(f"n_action_steps must be >= 1, got {n_action_steps}")
@@ -80,6 +92,9 @@ class ChunkExecutor:
         self.ensemble_decay = float(ensemble_decay)
         self.on_boundary = on_boundary
         self.lockstep = bool(lockstep)  # simulated clock: wait for every requested chunk (time stands still)
+        self.adapter = adapter or ActionAdapter()  # default: ours (normalised ee_delta, D = 7)
+        self.last_rejection = ""  # kind of the last rejected reply ("" once a good chunk arrived)
+        self._rejections_logged: set[str] = set()
         self.counters: collections.Counter[str] = collections.Counter()
         self.last_error = ""
         self.last_latency_s = float("nan")
@@ -160,7 +175,9 @@ class ChunkExecutor:
             self.counters["no_action"] += 1
             return None
         i = tick - cur.plan_tick
-        return PlannedAction(cur.actions[i], cur.version, i, new)
+        row = cur.actions[i]
+        action = row if self.adapter.identity else self.adapter.to_delta(row, obs["state"]).astype(np.float32)
+        return PlannedAction(action, cur.version, i, new, row)
 
     # ------------------------------------------------------------------ internals
     def _boundary_tick(self) -> int:
@@ -214,10 +231,14 @@ class ChunkExecutor:
             self.on_boundary()
         t0 = time.perf_counter()
         out = self.policy.infer(obs)
-        if not isinstance(out, dict) or "actions" not in out:
-            raise ContractError("policy.infer must return a dict with 'actions' float32[H, 7]")
-        actions = validate_chunk(out["actions"])
-        return actions.copy(), int(out.get("policy_version", -1)), time.perf_counter() - t0
+        if not isinstance(out, dict):
+            raise BadChunkError("non_numeric", f"policy.infer must return a dict with 'actions', got {type(out).__name__}")
+        actions = self.adapter.check_chunk(out.get("actions"), "actions")
+        try:
+            version = int(out.get("policy_version", -1))
+        except (TypeError, ValueError):
+            raise BadChunkError("non_numeric", f"policy reply 'policy_version' must be an int, got {out.get('policy_version')!r}") from None
+        return np.array(actions, dtype=np.float32), version, time.perf_counter() - t0
 
     def _collect(self, tick: int, error_counter: str = "errors") -> BaseException | None:
         """Take a finished reply (as the pending chunk); returns the request's error, if it failed."""
@@ -227,6 +248,16 @@ class ChunkExecutor:
         self._future = None
         try:
             actions, version, latency = fut.result()
+        except BadChunkError as e:  # an unusable chunk: never executed, never recorded as the policy's action
+            self.counters[error_counter] += 1
+            self.counters["rejected_chunks"] += 1
+            self.counters[f"rejected_{e.kind}"] += 1
+            self.last_rejection = e.kind
+            self.last_error = f"{type(e).__name__}: {e}"
+            if e.kind not in self._rejections_logged:  # once per kind; the counters keep the rest
+                self._rejections_logged.add(e.kind)
+                log.error("policy chunk rejected (%s): %s", e.kind, e)
+            return e
         except Exception as e:  # remote timeouts, contract errors: count, log, ask again next tick
             self.counters[error_counter] += 1
             msg = f"{type(e).__name__}: {e}"
@@ -236,6 +267,7 @@ class ChunkExecutor:
             return e
         self.last_latency_s = latency
         self.counters["replies"] += 1
+        self.last_rejection = ""
         chunk = _Chunk(self._future_tick, actions, version, reply_time_s=time.monotonic())
         if self.temporal_ensembling:
             self._ensemble.append(chunk)
@@ -263,8 +295,12 @@ class ChunkExecutor:
         if not covering:
             self.counters["no_action"] += 1
             return None
-        rows = np.stack([c.actions[tick - c.plan_tick] for c in covering]).astype(np.float64)
+        native = np.stack([c.actions[tick - c.plan_tick] for c in covering])
+        if self.adapter.identity:
+            rows = native.astype(np.float64)
+        else:  # every covering row converted from this tick's state, then averaged (any rotation format)
+            rows = self.adapter.to_deltas(native, np.broadcast_to(obs["state"], (len(covering), len(obs["state"]))))
         w = np.exp(-self.ensemble_decay * np.arange(len(covering)))
         action = (w[:, None] * rows).sum(axis=0) / w.sum()
         newest = covering[-1]
-        return PlannedAction(action.astype(np.float32), newest.version, tick - newest.plan_tick, len(covering) == 1)
+        return PlannedAction(action.astype(np.float32), newest.version, tick - newest.plan_tick, len(covering) == 1, native[-1])

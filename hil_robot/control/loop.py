@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hil_robot.config import ConfigError, RootConfig
+from hil_robot.control.action_space import ActionAdapter
 from hil_robot.control.arbitration import Arbiter
 from hil_robot.control.chunking import ChunkExecutor
 from hil_robot.control.clock import Clock, FakeClock, MonotonicClock
@@ -85,6 +86,8 @@ class Controller:
         # thinks, so each chunk is requested at its boundary and waited for (up to the request
         # timeout) instead of being requested early and dropped as stale.
         lockstep = isinstance(self.clock, FakeClock)
+        # the policy's native action space -> our normalised delta, row by row at the tick it runs
+        self.adapter = ActionAdapter(cfg.policy, cfg.robot, self.period_s)
         self.executor = (
             ChunkExecutor(
                 policy,
@@ -95,6 +98,7 @@ class Controller:
                 ensemble_decay=ctl.ensemble_decay,
                 on_boundary=on_chunk_boundary,
                 lockstep=lockstep,
+                adapter=self.adapter,
             )
             if policy is not None
             else None
@@ -191,7 +195,8 @@ class Controller:
                 task=self.cfg.sim.task,
                 instruction=self.instruction,
                 seed=seed,
-                extra={"end_reason": end_reason, "safety": self.safety.summary(), "loop": dict(self.counters)},
+                extra={"end_reason": end_reason, "safety": self.safety.summary(), "loop": dict(self.counters),
+                       "action_space": self.adapter.describe()},
             )
         self._log_counters(force=True)
         if failure is not None:
@@ -287,6 +292,9 @@ class Controller:
             self.counters["handback_ticks"] += 1
         decision = self.safety.filter(arb.action, arb.input_time_s, slot, obs["state"], force_hold=tuple(force))
         robot_limits: tuple[str, ...] = ()
+        if planned is None and self.executor is not None and self.executor.last_rejection:
+            # the policy's last reply was unusable: this tick's hold is marked, never a policy action
+            robot_limits = (f"bad_chunk:{self.executor.last_rejection}",)
         decided_s = self.clock.now()
         if self.lead_s > 0:
             self.clock.sleep_until(slot)  # observed early; the command goes out on the slot
@@ -298,7 +306,7 @@ class Controller:
         else:
             sent = self.robot.send_action(decision.action)
             executed = np.asarray(sent.action, dtype=np.float32)
-            robot_limits = tuple(f"robot:{x}" for x in sent.limits)
+            robot_limits += tuple(f"robot:{x}" for x in sent.limits)
         sent_s = self.clock.now()
         self.arbiter.note_executed(executed)
         self.timings.append(TickTiming(slot, started, sent_s, decided_s))

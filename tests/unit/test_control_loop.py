@@ -133,9 +133,10 @@ def test_dead_policy_holds_then_stops() -> None:
 def test_nan_policy_output_is_held_and_never_reaches_the_robot() -> None:
     ctl, robot, *_, rec, _ = make(lambda c, o: np.full((1, 7), np.nan, np.float32))
     ctl.run_episode(max_steps=5)  # KinematicRobot raises on a NaN action
-    assert "nan_hold" in rec.steps[0].safety_flags
-    # NaN is not fresh input: after watchdog_hold_s the hold is also reported by the watchdog
-    assert all("nan_hold" in r.safety_flags or "watchdog_hold" in r.safety_flags for r in rec.steps)
+    # the executor rejects the chunk: every tick holds on no command, marked, never a policy action
+    assert all("no_command" in r.safety_flags and "bad_chunk:non_finite" in r.safety_flags for r in rec.steps)
+    assert all(np.isnan(r.action_policy).all() and r.policy_version == -1 for r in rec.steps)
+    assert ctl.executor.counters["rejected_non_finite"] >= 1
     assert len(robot.sent) == 5 and all(np.isfinite(a).all() for a in robot.sent)
 
 
