@@ -64,6 +64,10 @@ def serve_policy(argv: list[str]) -> int:
     )
     if opts["protocol"] not in PROTOCOLS:
         raise ConfigError(f"protocol={opts['protocol']!r}; choose one of: {', '.join(PROTOCOLS)}")
+    if cfg.policy.name == "lerobot" and not opts["policy_factory"]:  # served from the LeRobot env (Python 3.12)
+        from hil_robot.lerobot_env import reexec_in_lerobot_env
+
+        reexec_in_lerobot_env(cfg.policy, argv)
     t = cfg.transport
     if opts["protocol"] != "hil":
         return _serve_foreign(opts, cfg)
