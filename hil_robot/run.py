@@ -97,8 +97,7 @@ class HilRun:
                                f"pre_intervention_k={c.learner.pre_intervention_k}", *o]),
             _spec("learner", ["learner", f"store={self.store}", f"run_dir={self.learner_dir}",
                               f"endpoint=tcp://127.0.0.1:{self.ports['weights']}", "resume=true", *o]),
-            _spec("policy", ["serve-policy", f"port={self.ports['policy']}", "transport.subscribe_weights=true",
-                             f"transport.weights_port={self.ports['weights']}", *o]),
+            _spec("policy", ["serve-policy", f"port={self.ports['policy']}", *self.follow_weights(), *o]),
             _spec("operator", ["operator", f"port={self.ports['operator']}",
                                f"log={self.run_dir / 'metrics' / 'operator_log.jsonl'}", *o]),
         ]
@@ -141,6 +140,13 @@ class HilRun:
         if self.services is not None:
             self.services.shutdown()  # SIGINT: the learner checkpoints and publishes, the recorder flushes
             self.services = None
+
+    def follow_weights(self) -> list[str]:
+        """serve-policy arguments that make it follow the learner's weight bus (none for a LeRobot
+        checkpoint, which is served as is, from the LeRobot environment: hil_robot/lerobot_env.py)."""
+        if self.cfg.policy.name == "lerobot":
+            return []
+        return ["transport.subscribe_weights=true", f"transport.weights_port={self.ports['weights']}"]
 
     # ------------------------------------------------------------------ phases
     def controller_args(self, phase: str, episodes: int, seed: int, rnd: int) -> list[str]:
@@ -255,7 +261,9 @@ class HilRun:
             rows = self.log_new_episodes(self.store, "demo", 0)
             say(f"[round 0] {len(rows)} demos, {sum(r['success'] for r in rows)} successful", flush=True)
         self.start_services()
-        if self.env_steps >= self.cfg.learner.min_replay_steps:  # the learner can train on the demos first
+        if self.cfg.policy.name == "lerobot":
+            say(LEROBOT_LEARNER_NOTE, flush=True)
+        elif self.env_steps >= self.cfg.learner.min_replay_steps:  # the learner can train on the demos first
             version = self.wait_for_weights(1, timeout_s=max(120.0, 60.0 * e.max_minutes / 3))
             if self.separate_eval_policy:
                 self.wait_for_weights(1, timeout_s=max(120.0, 60.0 * e.max_minutes / 3), server="eval_policy")
@@ -298,10 +306,19 @@ def _overrides(argv: Sequence[str], options: dict[str, Any]) -> list[str]:
     return [a for a in argv if a.partition("=")[0].lstrip("-").replace("-", "_") not in options]
 
 
+LEROBOT_LEARNER_NOTE = (
+    "policy=lerobot: the LeRobot checkpoint is served as is (weights v0) for the whole run; the learner trains our "
+    "VLA on the recorded demos and takeovers (learner/checkpoints, try it with hil-robot eval) but its weights are "
+    "not served — learning for LeRobot policies is a later step")
+
+
 def check_policy_matches_learner(cfg: RootConfig) -> None:
     """The served policy must be able to load what the learner publishes (else every weight update
-    would be rejected and the run would deploy an untrained policy for its whole budget)."""
+    would be rejected and the run would deploy an untrained policy for its whole budget). A LeRobot
+    policy follows no weights: the learner trains our VLA on the data, apart (LEROBOT_LEARNER_NOTE)."""
     algo, name = cfg.learner.algorithm, cfg.policy.name
+    if name == "lerobot":
+        return
     if algo == "rlpd" and name != "rl":
         raise ConfigError(f"learner.algorithm=rlpd publishes SAC actor weights, which policy {name!r} cannot load; "
                           "serve them with policy=rl")
