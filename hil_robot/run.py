@@ -101,6 +101,8 @@ class HilRun:
             _spec("operator", ["operator", f"port={self.ports['operator']}",
                                f"log={self.run_dir / 'metrics' / 'operator_log.jsonl'}", *o]),
         ]
+        if c.policy.name == "lerobot":  # nothing it could serve (LEROBOT_LEARNER_NOTE)
+            specs = [s for s in specs if s.name != "learner"]
         if self.separate_eval_policy:
             keep = [x for x in o if not x.startswith("policy.rl_explore=")]
             specs.append(_spec("eval_policy", ["serve-policy", f"port={self.ports['eval_policy']}", "transport.subscribe_weights=true",
@@ -307,15 +309,15 @@ def _overrides(argv: Sequence[str], options: dict[str, Any]) -> list[str]:
 
 
 LEROBOT_LEARNER_NOTE = (
-    "policy=lerobot: the LeRobot checkpoint is served as is (weights v0) for the whole run; the learner trains our "
-    "VLA on the recorded demos and takeovers (learner/checkpoints, try it with hil-robot eval) but its weights are "
-    "not served — learning for LeRobot policies is a later step")
+    "policy=lerobot: the LeRobot checkpoint is served as is (weights v0) for the whole run and the learner is off "
+    "(learning for LeRobot policies is a later step); every step, takeovers included, is recorded in store/ - "
+    "hil-robot export store/ --format lerobot gives a LeRobotDataset to fine-tune it with")
 
 
 def check_policy_matches_learner(cfg: RootConfig) -> None:
     """The served policy must be able to load what the learner publishes (else every weight update
     would be rejected and the run would deploy an untrained policy for its whole budget). A LeRobot
-    policy follows no weights: the learner trains our VLA on the data, apart (LEROBOT_LEARNER_NOTE)."""
+    policy follows no weights and the run starts no learner (LEROBOT_LEARNER_NOTE)."""
     algo, name = cfg.learner.algorithm, cfg.policy.name
     if name == "lerobot":
         return
