@@ -22,6 +22,7 @@ controller gets no chunk and holds the robot (``ChunkExecutor`` counts the error
 from __future__ import annotations
 
 import http.client
+import inspect
 import logging
 import threading
 import time
@@ -196,9 +197,11 @@ class OpenpiClientPolicy:
         from websockets.sync.client import connect
 
         headers = {"Authorization": f"Api-Key {self.api_key}"} if self.api_key else None
+        # websockets >= 16 asks for an explicit opt-in to a connection that outlives a `with` block
+        extra = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
         try:
             ws = connect(self.url, additional_headers=headers, compression=None, max_size=self.max_frame_bytes,
-                         open_timeout=self.connect_timeout_s, close_timeout=1.0)
+                         open_timeout=self.connect_timeout_s, close_timeout=1.0, **extra)
         except InvalidStatus as e:
             self._failed_connect()
             status = e.response.status_code
