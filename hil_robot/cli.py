@@ -5,12 +5,18 @@ Each command function takes ``argv: list[str]`` (everything after the command na
 exit code. Arguments are Hydra overrides (``sim.image_height=64``), command options
 (``episodes=5``) and short aliases (``task=push_target`` -> ``sim.task=push_target``); see
 ``parse_command_args``.
+
+``-v`` / ``--verbose`` (anywhere on the line) shows INFO logs on the console of the supervising
+commands (``run``, ``launch``) and the traceback of an unexpected error; without it an error is one
+line that says what to do. A process started by another hil_robot process ends when that one dies
+(``hil_robot.procs.watch_parent``).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
@@ -43,7 +49,8 @@ def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: hil-robot COMMAND [key=value ...]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Any Hydra override (group=option, a.b=value) composes configs/ (see README)."]
+    lines += ["", "Any Hydra override (group=option, a.b=value) composes configs/ (see README).",
+              "-v / --verbose: INFO logs on the console, tracebacks of errors."]
     return "\n".join(lines)
 
 
@@ -136,9 +143,49 @@ def resolve(name: str) -> Callable[[list[str]], int]:
     return getattr(importlib.import_module(module_name), func_name)
 
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_verbose = False
+
+
+def verbose() -> bool:
+    """Whether ``-v`` was given (the console shows INFO logs and tracebacks)."""
+    return _verbose
+
+
+def console_logging(logfile: str | None = None) -> None:
+    """For commands that talk to a person (``run``, ``launch``): the console shows warnings and
+    errors (everything with ``-v``); ``logfile`` gets every INFO line."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (sys.stderr, sys.stdout):
+            handler.setLevel(logging.INFO if _verbose else logging.WARNING)
+            handler.setFormatter(logging.Formatter(LOG_FORMAT if _verbose else "%(levelname)s %(message)s"))
+    if logfile:
+        fh = logging.FileHandler(logfile)
+        fh.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(fh)
+
+
+def _one_line(e: BaseException) -> str:
+    """An unexpected error as one line that says what to do."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, OSError) and getattr(e, "errno", None) == 98 or "Address already in use" in text:
+        return f"{text}: another process holds that port; stop it or choose another port (e.g. port=...)"
+    if isinstance(e, FileNotFoundError):
+        return f"{text}: check the path"
+    return f"{type(e).__name__}: {text}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global _verbose
+    from hil_robot import procs
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _verbose = any(a in VERBOSE_FLAGS for a in argv)
+    argv = [a for a in argv if a not in VERBOSE_FLAGS]
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    procs.watch_parent()  # started by another hil_robot process: end when it does
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -159,6 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hil-robot {name}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the command line's last resort: one line, traceback with -v
+        if _verbose or procs.PARENT_ENV in os.environ:
+            raise  # a supervised child: the traceback goes to its log file
+        print(f"hil-robot {name}: {_one_line(e)} (-v shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

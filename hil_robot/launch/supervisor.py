@@ -2,13 +2,14 @@
 not installable: prefixed logs, a restart policy, reports of nodes that died (exit code or the
 signal that killed them), and a clean shutdown on Ctrl-C that leaves no orphans.
 
-Each child runs in its own process group, so the shutdown signal reaches everything it spawned,
-and has PR_SET_PDEATHSIG set, so it is terminated even if the supervisor is killed hard.
+Children are started by ``hil_robot.procs.spawn``: each in its own process group, so the shutdown
+signal reaches everything it spawned, with PR_SET_PDEATHSIG and a parent watch, so it ends even if
+the supervisor is killed hard (see ``hil_robot/procs.py``).
 """
 
 from __future__ import annotations
 
-import ctypes
+import collections
 import dataclasses
 import logging
 import os
@@ -19,17 +20,11 @@ import threading
 import time
 from typing import Callable, Sequence, TextIO
 
+from hil_robot import procs
 from hil_robot.launch.plan import ProcessSpec
 
 log = logging.getLogger("hil_robot.launch")
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+_TROUBLE = ("restarting", "gave_up")
 
 
 def describe_exit(returncode: int) -> str:
@@ -60,18 +55,24 @@ class _Child:
         self.restart_at: float | None = None
         self.finished = False  # exited for good
         self.reader: threading.Thread | None = None
+        self.tail: collections.deque[str] = collections.deque(maxlen=20)  # last output lines
 
 
 class Supervisor:
     """Start ``specs`` as processes and keep them running according to their restart policy.
 
-    out: where prefixed log lines go (default stdout). Call ``run()`` (blocks until ``stop()``,
-    SIGINT/SIGTERM, ``duration_s`` or a required node's death), or ``start()``/``poll()``/``shutdown()``.
+    out: where the supervisor's event lines and prefixed node output go (default stdout).
+    echo: which node output lines also go to ``out`` (default all; with ``log_dir`` every line is in
+    ``log_dir/<node>.log`` anyway). warn: also log trouble (a node that failed, restarts, giving up)
+    as warnings on the ``hil_robot.launch`` logger, for callers whose ``out`` is a file.
+    Call ``run()`` (blocks until ``stop()``, SIGINT/SIGTERM, ``duration_s`` or a required node's
+    death), or ``start()``/``poll()``/``shutdown()``.
     """
 
     def __init__(self, specs: Sequence[ProcessSpec], env: dict[str, str], *, restart_delay_s: float = 1.0,
                  shutdown_timeout_s: float = 5.0, out: TextIO | None = None, python: str = sys.executable,
-                 log_dir: str | None = None, command_for: Callable[[ProcessSpec], list[str]] | None = None) -> None:
+                 log_dir: str | None = None, command_for: Callable[[ProcessSpec], list[str]] | None = None,
+                 echo: Callable[[str], bool] | None = None, warn: bool = False) -> None:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"node names must be unique, got {names}")
@@ -82,6 +83,8 @@ class Supervisor:
         self.out = out or sys.stdout
         self.python = python
         self.log_dir = log_dir
+        self.echo = echo
+        self.warn = warn
         self.finish_grace_s = 3.0
         self.command_for = command_for or (lambda spec: spec.command(self.python))
         self.events: list[Event] = []
@@ -97,9 +100,22 @@ class Supervisor:
             self.out.write(f"[{name:<{self._width}}] {line}\n")
             self.out.flush()
 
-    def _event(self, node: str, kind: str, detail: str = "", returncode: int | None = None) -> None:
+    def _event(self, node: str, kind: str, detail: str = "", returncode: int | None = None, note: str = "") -> None:
         self.events.append(Event(time.monotonic(), node, kind, detail, returncode))
-        self._emit("launch", f"{node}: {kind}{' (' + detail + ')' if detail else ''}")
+        text = f"{node}: {kind}{' (' + detail + ')' if detail else ''}{note}"
+        self._emit("launch", text)
+        if self.warn and (kind in _TROUBLE or (kind == "exited" and returncode not in (0, None))):
+            log.warning("%s", text)
+
+    def log_path(self, name: str) -> str | None:
+        return os.path.join(self.log_dir, f"{name}.log") if self.log_dir else None
+
+    def _crash_note(self, child: _Child) -> str:
+        """'; last output: ...; log: PATH' for a node that failed (what it said before dying, when
+        its output is not on ``out`` already)."""
+        last = next((line for line in reversed(child.tail) if line.strip()), "") if self.echo is not None else ""
+        path = self.log_path(child.spec.name)
+        return (f"; last output: {last.strip()[:300]}" if last else "") + (f"; log: {path}" if path else "")
 
     def _pump(self, child: _Child, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
@@ -109,7 +125,10 @@ class Supervisor:
                 if logfile:
                     logfile.write(raw)
                     logfile.flush()
-                self._emit(child.spec.name, raw.decode("utf-8", "replace").rstrip("\n"))
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                child.tail.append(line)
+                if self.echo is None or self.echo(line):
+                    self._emit(child.spec.name, line)
         finally:
             if logfile:
                 logfile.close()
@@ -118,8 +137,9 @@ class Supervisor:
 
     def _spawn(self, child: _Child) -> None:
         cmd = self.command_for(child.spec)
-        child.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+        child.tail.clear()
+        child.proc = procs.spawn(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL)
         child.reader = threading.Thread(target=self._pump, args=(child, child.proc), daemon=True)
         child.reader.start()
         self._event(child.spec.name, "started", f"pid {child.proc.pid}")
@@ -154,7 +174,7 @@ class Supervisor:
             if child.reader is not None:
                 child.reader.join(timeout=1.0)
             spec = child.spec
-            self._event(spec.name, "exited", describe_exit(rc), rc)
+            self._event(spec.name, "exited", describe_exit(rc), rc, self._crash_note(child) if rc != 0 else "")
             wants = spec.restart == "always" or (spec.restart == "on-failure" and rc != 0)
             if wants and child.restarts < spec.max_restarts and not self._stop.is_set():
                 child.restart_at = now + self.restart_delay_s
