@@ -156,13 +156,17 @@ class ActionAdapter:
         rows = np.asarray(rows, dtype=np.float64)[:, : self.width]
         states = np.asarray(states, dtype=np.float64).reshape(-1, STATE_DIM)
         out = np.empty((rows.shape[0], ACTION_DIM))
-        if self.space == "ee_delta":
-            out[:, :3] = rows[:, :3] * self.delta_pos_k
-            out[:, 3:6] = rows[:, 3:6] * self.delta_rot_k
-        else:
-            pos, quat = self._targets(rows, states)
-            out[:, :6] = self._toward(pos, quat, states)
-        out[:, 6] = self._gripper(rows[:, self.width - 1])
+        with np.errstate(invalid="ignore", over="ignore"):
+            if self.space == "ee_delta":
+                out[:, :3] = rows[:, :3] * self.delta_pos_k
+                out[:, 3:6] = rows[:, 3:6] * self.delta_rot_k
+            else:
+                pos, quat = self._targets(rows, states)
+                out[:, :6] = self._toward(pos, quat, states)
+            out[:, 6] = self._gripper(rows[:, self.width - 1])
+        # a non-finite native value never becomes a finite command (joint clipping would turn inf
+        # into a limit): the whole row is NaN, which the safety filter holds on
+        out[~np.isfinite(rows).all(axis=1)] = np.nan
         return out
 
     def _targets(self, rows: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
