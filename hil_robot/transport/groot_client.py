@@ -132,14 +132,21 @@ class GrootClientPolicy:
         """obs -> {"actions": f32[H, D], "policy_version": -1, "rtt_ms"}. Raises ObsMappingError,
         TransportTimeout, RemotePolicyError (server error reply, wrong chunk shape, NaN)."""
         flat = self.obs_map.apply(obs)
+        data = {"observation": nest_observation(flat), "options": None} if self.protocol == "n1.6" \
+            else flat_observation(flat)
+        try:
+            reply = self.call("get_action", data)
+        except RemotePolicyError as e:
+            raise RemotePolicyError(f"{e} (a server of the other generation answers like this: check "
+                                    f"policy.groot_protocol (this client: {self.protocol}) and the mapped keys "
+                                    f"{', '.join(sorted(flat))})", e.kind) from None
         if self.protocol == "n1.6":
-            reply = self.call("get_action", {"observation": nest_observation(flat), "options": None})
             if not (isinstance(reply, (list, tuple)) and len(reply) == 2 and isinstance(reply[0], dict)):
                 raise RemotePolicyError(f"GR00T N1.6 get_action must answer [action, info], got {type(reply).__name__}"
                                         " (an N1.5 server? set policy.groot_protocol=n1.5)", "bad_reply")
             action, batched = reply[0], True
         else:
-            if not isinstance(reply := self.call("get_action", flat_observation(flat)), dict):
+            if not isinstance(reply, dict):
                 raise RemotePolicyError(f"GR00T N1.5 get_action must answer an action dict, got {type(reply).__name__}"
                                         " (an N1.6 server? set policy.groot_protocol=n1.6)", "bad_reply")
             action, batched = reply, False
