@@ -237,5 +237,11 @@ def make_lerobot_policy(cfg: Any) -> LeRobotPolicy:
 
         raise ConfigError(f"policy=lerobot runs in the LeRobot environment, but {sys.executable} has no lerobot; "
                           "run make lerobot-env and serve with .venv-lerobot/bin/hil-robot serve-policy") from None
-    return load_lerobot_policy(p.checkpoint, p.lerobot_type, device=p.device, obs_map=p.obs_map or None,
-                               action_space=getattr(p, "action_space", "ee_delta") or "ee_delta")
+    policy = load_lerobot_policy(p.checkpoint, p.lerobot_type, device=p.device, obs_map=p.obs_map or None,
+                                 action_space=getattr(p, "action_space", "ee_delta") or "ee_delta")
+    want = int(getattr(p, "native_action_dim", 0) or 0)
+    if want and policy.action_dim != want:
+        raise ConfigError(f"{p.checkpoint} predicts {policy.action_dim}-D actions but policy.native_action_dim={want} "
+                          f"(policy.action_space={policy.action_space}); set policy.native_action_dim={policy.action_dim} "
+                          "and the action space the checkpoint was trained in")
+    return policy
