@@ -108,8 +108,14 @@ def test_killing_hil_robot_launch_leaves_no_process(tmp_path, spawn_process, fre
                               f"transport.policy_port={free_port()}", f"experiment.run_dir={tmp_path / 'run'}",
                               f"log_dir={tmp_path / 'logs'}", "sim.image_height=32", "sim.image_width=32"],
                              cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    kids = wait_for_children(proc, ["sim_driver", "serve-policy", "policy_bridge", "teleop", "controller", "recorder"],
-                             180, log)
+    wait_for_children(proc, ["sim_driver", "serve-policy", "policy_bridge", "teleop", "controller", "recorder"], 180, log)
+    ready = tmp_path / "logs" / "sim_driver.log"  # the nodes are up, not merely started
+    end = time.monotonic() + 120
+    while time.monotonic() < end and "sim robot ready" not in (ready.read_text() if ready.exists() else ""):
+        assert proc.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.3)
+    assert "sim robot ready" in ready.read_text(), log.read_text()[-3000:]
+    kids = tree(proc.pid)
     kill_and_check(proc, kids, sig, parent_exit_s=60 if sig == signal.SIGTERM else 10)
 
 

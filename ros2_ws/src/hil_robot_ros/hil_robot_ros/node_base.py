@@ -87,6 +87,9 @@ def run_node(make_node: Callable[[RootConfig], Any], argv: Sequence[str] | None 
 
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from hil_robot.procs import watch_parent
+
+    watch_parent()  # started by `hil-robot launch`: end when it does, even if it is killed hard
     try:
         cfg = load_node_config(argv)
     except ConfigError as e:
