@@ -64,3 +64,26 @@ def test_pickled_npy_payload_is_refused():
 
 def test_numpy_scalars_go_as_plain_numbers():
     assert unpackb(packb({"v": np.float32(0.5), "n": np.int64(3)})) == {"v": 0.5, "n": 3}
+
+
+@pytest.mark.parametrize("arr", [
+    np.arange(6, dtype="<f4").reshape(2, 3), np.arange(6, dtype=">i2").reshape(3, 2).T,  # Fortran order
+    np.zeros((1, 1, 24, 32, 3), np.uint8), np.float64(2.5) * np.ones(()), np.zeros((0, 7), np.float32),
+    np.array([True, False]), np.arange(8, dtype=np.float64)[::2], np.zeros((3,), dtype=[("a", "<f4"), ("b", "u1")]),
+])
+def test_npy_bytes_match_np_save_and_load_back(arr):
+    from hil_robot.transport.groot_codec import npy_array, npy_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    assert npy_bytes(arr) == buf.getvalue()
+    back = npy_array(buf.getvalue())
+    assert back.dtype == arr.dtype and back.shape == arr.shape
+    np.testing.assert_array_equal(back, arr)
+
+
+def test_npy_payload_with_a_lying_length_is_refused():
+    from hil_robot.transport.groot_codec import npy_array, npy_bytes
+
+    with pytest.raises(CodecError, match="data bytes"):
+        npy_array(npy_bytes(np.zeros(4, np.float32))[:-1])
