@@ -104,6 +104,7 @@ class ReplayBuffer:
         self._next = np.arange(R, dtype=np.int64)  # next observation row
         self._succ = np.full(R, -1, np.int64)  # row of the next *step* (-1 at the end), for action chunks
         self._sampleable = np.zeros(R, bool)
+        self._no_plan = np.zeros(R, bool)  # policy-source steps without a policy action (safety holds)
         self._views: dict[str, np.ndarray] | None = None
         self.gather_threads = max(0, min(int(gather_threads), os.cpu_count() or 1))
         self._pool: ThreadPoolExecutor | None = None
@@ -184,6 +185,10 @@ class ReplayBuffer:
         self._next[step_rows[-1]] = final_row if has_final else step_rows[-1]
         self._sampleable[step_rows] = True
         self._sampleable[step_rows[-1]] = terminal or has_final
+        # a tick the policy drove with no usable chunk (none yet, or a rejected one: NaN action_policy)
+        # was a safety hold, not the policy's choice: never a sample, never inside an action chunk
+        self._no_plan[step_rows] = (np.asarray(c["source"]) == 0) & ~np.isfinite(np.asarray(c["action_policy"])).all(axis=1)
+        self._sampleable[step_rows] &= ~self._no_plan[step_rows]
         if has_final:
             self._slot[final_row] = slot
             self._sampleable[final_row] = False
@@ -363,7 +368,7 @@ class ReplayBuffer:
             succ = self._succ[cur]
             # a chunk ends at the episode end, and where the operator starts disturbing the scene on
             # purpose: perturbation actions are never imitation targets
-            ended = (succ < 0) | (self._segment[np.maximum(succ, 0)] == perturbation)
+            ended = (succ < 0) | (self._segment[np.maximum(succ, 0)] == perturbation) | self._no_plan[np.maximum(succ, 0)]
             is_pad[:, k] = ended | is_pad[:, k - 1]
             cur = np.where(ended, cur, succ)  # past the end: repeat the last executed action (masked)
             actions[:, k] = self._action[cur]

@@ -287,3 +287,51 @@ def test_executor_runs_h50_joint_chunks_and_rejects_bad_ones_once_logged(caplog)
     logged = [r for r in caplog.records if "policy chunk rejected" in r.getMessage()]
     assert len(logged) == 4, "one log line per kind of bad chunk"
     assert ex.last_rejection == "non_finite"
+
+
+def test_bad_chunk_ticks_hold_are_flagged_and_never_reach_the_learner(tmp_path):
+    """Good chunks, then NaN / wrong-shape chunks, then good again: the bad ticks hold, are stored
+    with NaN action_policy, version -1 and a bad_chunk flag, and the replay never samples them nor
+    puts them inside an action-chunk target."""
+    from hil_robot.config import RootConfig
+    from hil_robot.control.clock import FakeClock
+    from hil_robot.control.fakes import ChunkPolicy, KinematicRobot
+    from hil_robot.control.loop import Controller
+    from hil_robot.data import EpisodeStore, Recorder
+    from hil_robot.data.replay import ReplayBuffer
+
+    def fn(call, obs):
+        if 4 <= call < 8:
+            return np.full((1, 7), np.nan) if call % 2 else np.zeros((1, 5))
+        return np.array([[0.2, 0, 0, 0, 0, 0, -1.0]])
+
+    cfg = RootConfig(policy=PolicyConfig(name="expert", action_horizon=1, n_action_steps=1))
+    clock = FakeClock()
+    robot = KinematicRobot(cfg.robot, clock=clock.now)
+    store = EpisodeStore(tmp_path / "store", fsync=False)
+    rec = Recorder(store, cfg.learner.pre_intervention_k)
+    ctl = Controller(robot, ChunkPolicy(fn), None, rec, cfg, clock=clock)
+    try:
+        ctl.run_episode(max_steps=12)
+    finally:
+        ctl.close()
+        rec.close()
+    ep = EpisodeStore(tmp_path / "store", read_only=True).read_episode(0)
+    ap = np.asarray(ep.columns["action_policy"])
+    bad = ~np.isfinite(ap).all(axis=1)
+    assert bad.tolist() == [False] * 4 + [True] * 4 + [False] * 4
+    assert (np.asarray(ep.columns["policy_version"])[bad] == -1).all()
+    flags = [tuple(f) for f in ep.columns["safety_flags"]]
+    assert all(any(f.startswith("bad_chunk:") for f in fl) and "no_command" in fl for fl, b in zip(flags, bad) if b)
+    assert not any(any(f.startswith("bad_chunk:") for f in fl) for fl, b in zip(flags, bad) if not b)
+    assert np.allclose(np.asarray(ep.columns["action_executed"])[bad][:, :6], 0.0), "bad ticks hold"
+    assert len(robot.sent) == 12 and all(np.isfinite(a).all() for a in robot.sent)
+    assert ctl.stats()["chunks/rejected_non_finite"] == 2 and ctl.stats()["chunks/rejected_shape"] == 2
+    buf = ReplayBuffer(64, "fifo")
+    buf.insert(ep)
+    assert buf.view_size("bc") == 8, "the 4 held ticks must not be samples"
+    batch = buf.sample(256, horizon=4, view="bc", rng=np.random.default_rng(0))
+    assert np.isfinite(batch["action_policy"]).all(), "a held tick was sampled"
+    # a chunk target starting before the bad ticks is padded from the first bad tick on
+    a = batch["actions"]
+    assert not (np.abs(a[..., 0]) < 1e-6)[~batch["action_is_pad"]].any(), "a hold became an imitation target"
