@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from hil_robot.data.store import EpisodeStore
-from hil_robot.data.writer import EpisodeWriter
+from hil_robot.data.writer import EpisodeWriter, check_step_record
 from hil_robot.types import INTERVENTION_SEGMENTS, ContractError, EpisodeMeta, Segment, StepRecord
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class Recorder:
     def add(self, step: StepRecord) -> None:
         """Record one tick. The first step of a new episode (step 0) opens it automatically."""
         if self._writer is None:
+            check_step_record(step)  # a bad first record must not leave an empty episode open
             if step.step != 0:
                 raise ContractError(f"episode {step.episode_id!r} starts at step {step.step}; the first step must be 0")
             self.start_episode(step.episode_id, instruction=step.instruction)
@@ -85,10 +86,19 @@ class Recorder:
         """
         if self._writer is None:
             raise ContractError("end_episode() called with no open episode (add at least one step first)")
-        writer, self._writer = self._writer, None
-        if final_observation is not None:
-            writer.set_final_observation(final_observation)
-        em = writer.finalize(success, **meta)
+        writer = self._writer
+        if final_observation is not None and not isinstance(final_observation, dict):
+            raise ContractError(f"final_observation must be an observation dict, got {type(final_observation).__name__}")
+        writer.set_final_observation(final_observation)
+        try:
+            em = writer.finalize(success, **meta)
+        except Exception:
+            # bad metadata or final observation: nothing was finalised, the episode stays open (a
+            # corrected end_episode can still finish it) and the recorder is not wedged
+            if not writer.closed:
+                writer.set_final_observation(None)
+            raise
+        self._writer = None
         self.episodes_written += 1
         log.info(
             "episode %r finalised: %d steps, success=%s, segments=%s", em.episode_id, em.num_steps, em.success, em.segment_counts

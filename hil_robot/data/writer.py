@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import threading
 import time
@@ -26,8 +27,8 @@ import numpy as np
 
 from hil_robot.data import codec as codecs
 from hil_robot.data import format as fmt
-from hil_robot.data.episode import obs_to_columns, segment_summary, steps_to_columns
-from hil_robot.types import SEGMENT_INDEX, ContractError, EpisodeMeta, Segment, StepRecord
+from hil_robot.data.episode import STRING_COLUMNS, obs_to_columns, segment_summary, steps_to_columns
+from hil_robot.types import IMAGE_PREFIX, SEGMENT_INDEX, ContractError, EpisodeMeta, Segment, StepRecord
 
 if TYPE_CHECKING:
     from hil_robot.data.store import EpisodeStore
@@ -88,6 +89,7 @@ class EpisodeWriter:
                 )
             if step.step != expected:
                 raise ContractError(f"episode {self.episode_id!r}: expected step {expected}, got {step.step} (steps must be consecutive from 0)")
+            _check_fields(step)
             self._check_observation(step)
             if not self._pending:
                 self._oldest_pending_s = time.monotonic()
@@ -102,17 +104,9 @@ class EpisodeWriter:
                 self._flush_locked()
 
     def _check_observation(self, step: StepRecord) -> None:
-        """Refuse (at add time, losing nothing) observations the flush could not encode."""
-        layout = {}
-        for key, value in step.observation.items():
-            if isinstance(value, str):
-                layout[key] = str
-                continue
-            arr = np.asarray(value)
-            if arr.dtype.hasobject or arr.dtype.kind not in "biuf":
-                raise ContractError(f"observation {key!r} of step {step.step} is {type(value).__name__} {arr.dtype}; "
-                                    "store numbers, numeric arrays or strings only")
-            layout[key] = (arr.shape, arr.dtype.kind)
+        """Refuse (at add time, losing nothing) observations the flush could not encode or a reader
+        could not decode."""
+        layout = _obs_layout(step.observation, f"step {step.step}")
         if self._obs_layout is None:
             self._obs_layout = layout
         elif layout != self._obs_layout:
@@ -141,9 +135,9 @@ class EpisodeWriter:
                     self._oldest_pending_s = time.monotonic()
                 self._pending_relabels.append({"steps": flushed, "segment": seg.value})
 
-    def set_final_observation(self, obs: dict[str, Any]) -> None:
-        """The observation after the last step, so replay can bootstrap through a time limit."""
-        self._final_obs = dict(obs)
+    def set_final_observation(self, obs: dict[str, Any] | None) -> None:
+        """The observation after the last step, so replay can bootstrap through a time limit (None: none)."""
+        self._final_obs = None if obs is None else dict(obs)
 
     def _due(self, age_s: float) -> bool:
         if len(self._pending) >= self.store.max_buffered_steps:
@@ -222,6 +216,9 @@ class EpisodeWriter:
             self._flush_locked()
             tail = b""
             if self._final_obs is not None:
+                if _obs_layout(self._final_obs, "the final observation") != self._obs_layout:
+                    raise ContractError(f"episode {self.episode_id!r}: the final observation's keys/shapes differ from "
+                                        "the steps'; send the observation after the last action, as the steps have")
                 cols = obs_to_columns([self._final_obs], self._encode)
                 tail += fmt.encode_chunk(fmt.FINAL_OBS, cols)
             em = self._build_meta(success, meta)
@@ -289,6 +286,77 @@ class EpisodeWriter:
         finally:
             self._file.close()
         self.store._writer_closed(self)
+
+
+def _obs_layout(obs: Any, where: str) -> dict[str, Any]:
+    """key -> (shape, dtype kind) or str, after checking the observation can be stored and read back."""
+    if not isinstance(obs, dict) or not all(isinstance(k, str) for k in obs):
+        raise ContractError(f"observation of {where} must be a dict with string keys")
+    layout: dict[str, Any] = {}
+    for key, value in obs.items():
+        if isinstance(value, str):
+            if key.startswith(IMAGE_PREFIX):
+                raise ContractError(f"observation {key!r} of {where} is a string; images are uint8 [H, W, 3]")
+            layout[key] = str
+            continue
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError) as e:  # e.g. ragged nested lists
+            raise ContractError(f"observation {key!r} of {where} is not an array: {e}") from None
+        if arr.dtype.hasobject or arr.dtype.kind not in "biuf":
+            raise ContractError(f"observation {key!r} of {where} is {type(value).__name__} {arr.dtype}; "
+                                "store numbers, numeric arrays or strings only")
+        if key.startswith(IMAGE_PREFIX) and (arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3
+                                             or arr.shape[0] == 0 or arr.shape[1] == 0):
+            raise ContractError(f"observation {key!r} of {where} is {arr.dtype} {list(arr.shape)}; "
+                                "images must be uint8 [H, W, 3]")
+        layout[key] = (arr.shape, arr.dtype.kind)
+    return layout
+
+
+def check_step_record(step: StepRecord) -> None:
+    """What ``EpisodeWriter.add`` refuses regardless of the episode's state (fields, observation)."""
+    if not isinstance(step, StepRecord):
+        raise ContractError(f"add() takes a StepRecord, got {type(step).__name__}")
+    _check_fields(step)
+    _obs_layout(step.observation, f"step {step.step}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_fields(step: StepRecord) -> None:
+    """Refuse (at add time, losing nothing) a record whose scalar fields the flush could not store
+    as their columns, or whose values would poison training (non-finite executed actions or rewards).
+    ``action_policy`` and ``critic_progress`` may be NaN (no policy output / not evaluated)."""
+    where = f"episode {step.episode_id!r:.80} step {step.step!r:.20}"
+    if not isinstance(step.episode_id, str) or not step.episode_id:
+        raise ContractError(f"{where}: episode_id must be a non-empty string")
+    if not _is_int(step.step):
+        raise ContractError(f"{where}: step must be an integer")
+    if not _is_int(step.policy_version) or not -1 <= step.policy_version < 2**62:
+        raise ContractError(f"{where}: policy_version must be an integer >= -1, got {step.policy_version!r:.40}")
+    for name in ("reward", "critic_progress", "timestamp_s", "obs_timestamp_s"):
+        v = getattr(step, name)
+        if not _is_real(v):
+            raise ContractError(f"{where}: {name} must be a number, got {type(v).__name__}")
+        if name != "critic_progress" and not math.isfinite(float(v)):
+            raise ContractError(f"{where}: {name} is {v}; record finite values only")
+    for name in ("done", "truncated", "success"):
+        if not isinstance(getattr(step, name), (bool, np.bool_)):
+            raise ContractError(f"{where}: {name} must be a bool, got {type(getattr(step, name)).__name__}")
+    for name in STRING_COLUMNS:
+        if not isinstance(getattr(step, name), str):
+            raise ContractError(f"{where}: {name} must be a string, got {type(getattr(step, name)).__name__}")
+    if not all(isinstance(f, str) for f in step.safety_flags):
+        raise ContractError(f"{where}: safety_flags must be strings")
+    if not np.isfinite(step.action_executed).all():
+        raise ContractError(f"{where}: action_executed has NaN/Inf; the safety filter holds instead of sending those")
 
 
 def _plain(obj: Any) -> Any:

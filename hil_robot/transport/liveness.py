@@ -14,8 +14,12 @@ class Liveness:
     it again logs it *back*. ``status()`` gives {peer: {"alive", "age_s", "beats"}} for status pages.
     """
 
-    def __init__(self, what: str, timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, what: str, timeout_s: float, clock: Callable[[], float] = time.monotonic,
+                 max_peers: int = 256) -> None:
         self.what, self.timeout_s, self.clock = what, timeout_s, clock
+        # peer names come off the wire: a flood of made-up names must not grow memory (or the cost
+        # of check()) without bound, so beyond max_peers the longest-silent peer is forgotten
+        self.max_peers = max_peers
         self._last: dict[str, float] = {}
         self._alive: dict[str, bool] = {}
         self._beats: dict[str, int] = {}
@@ -23,6 +27,8 @@ class Liveness:
 
     def beat(self, peer: str = "peer") -> None:
         now = self.clock()
+        if peer not in self._last and len(self._last) >= self.max_peers:
+            self.forget(min(self._last, key=self._last.__getitem__))
         self._last[peer] = now
         self._beats[peer] = self._beats.get(peer, 0) + 1
         if not self._alive.get(peer, False):

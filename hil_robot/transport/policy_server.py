@@ -18,6 +18,7 @@ installed only between batches, so an ``infer`` never sees half of an update.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Any, Callable
@@ -81,8 +82,9 @@ class PolicyService:
             mtype = msg["type"]
             if mtype == "infer":
                 obs = msg.get("obs")
-                if not isinstance(obs, dict):
-                    replies.append((peer, self._error(rid, "infer needs 'obs': a dict observation", "bad_request")))
+                problem = "infer needs 'obs': a dict observation" if not isinstance(obs, dict) else _obs_problem(obs)
+                if problem:
+                    replies.append((peer, self._error(rid, problem, "bad_request")))
                 else:
                     infers.append((peer, rid, obs, t_recv))
             elif mtype == "ping":
@@ -161,6 +163,26 @@ class PolicyService:
         if self.weights is not None:
             meta["server"]["weights"] = self.weights.status()
         return meta
+
+
+def _obs_problem(obs: dict[str, Any], depth: int = 0, where: str = "obs") -> str:
+    """Why an observation must not reach the policy ("" if it may): non-finite numbers anywhere in it
+    (a policy fed NaN answers NaN), or nesting deeper than a real observation has."""
+    if depth > 8:
+        return f"{where} is nested too deeply; send images, state, prompt and plain context values"
+    for key, value in obs.items():
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind == "f" and value.size and not np.isfinite(value).all():
+                return f"{where}[{key!r:.40}] contains NaN/Inf; send finite values (the robot side holds instead)"
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                return f"{where}[{key!r:.40}] is {value}; send finite values"
+        elif isinstance(value, (dict, list)):
+            items = value if isinstance(value, dict) else dict(enumerate(value))
+            problem = _obs_problem(items, depth + 1, f"{where}[{key!r:.40}]")
+            if problem:
+                return problem
+    return ""
 
 
 def _safe_metadata(policy: Any) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from hil_robot.transport.links import Link, LinkBusy, ZmqLink
 from hil_robot.transport.liveness import Liveness
 from hil_robot.transport.security import CurveKeys
 from hil_robot.transport.serving import BackgroundServing
-from hil_robot.types import StepRecord
+from hil_robot.types import ContractError, StepRecord
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,9 @@ class TransitionReceiver(BackgroundServing):
                                           max_frame_bytes=max_frame_bytes)
         self.endpoint = getattr(self.link, "bound_endpoint", endpoint)
         self.max_frame_bytes = max_frame_bytes
-        self.expected: dict[str, int] = {}  # session -> next seq to persist
+        self.expected: collections.OrderedDict[str, int] = collections.OrderedDict()  # session -> next seq to persist
+        self.max_sessions = 1024  # oldest-heard sessions beyond this are forgotten (peers name them)
+        self.episode_owner: str | None = None  # the session whose episode is open in the sink
         self.senders = Liveness("transition sender", 3 * heartbeat_s)
         self.counters = {"received": 0, "persisted_steps": 0, "episodes": 0, "duplicates": 0, "out_of_order": 0,
                          "rejected": 0, "bad_frames": 0, "bytes_received": 0}
@@ -291,9 +293,12 @@ class TransitionReceiver(BackgroundServing):
             self.counters["bytes_received"] += sum(memoryview(getattr(f, "buffer", f)).nbytes for f in frames)
             try:
                 msg = decode(frames[:1], allowed_types=STREAM_TYPES, max_frame_bytes=self.max_frame_bytes)
-                session, seq = str(msg["session"]), msg["seq"]
-                if not isinstance(seq, int) or not isinstance(msg.get("base", 0), int):
-                    raise CodecError("'seq' and 'base' must be integers")
+                session, seq = msg["session"], msg["seq"]
+                if type(session) is not str or not 0 < len(session) <= 64:
+                    raise CodecError("'session' must be a non-empty string of at most 64 characters")
+                if type(seq) is not int or type(msg.get("base", 0)) is not int or not -1 <= seq < 2**62 \
+                        or not 0 <= msg.get("base", 0) < 2**62:
+                    raise CodecError("'seq' and 'base' must be integers in [0, 2**62) (seq -1 for a ping)")
                 if msg["type"] != "ping":
                     msg["payload"] = decode(frames[1:], allowed_types={"payload"}, max_frame_bytes=self.max_frame_bytes)
             except (CodecError, KeyError) as e:
@@ -319,7 +324,13 @@ class TransitionReceiver(BackgroundServing):
         return persisted
 
     def _persist(self, session: str, seq: int, msg: dict[str, Any], rejected: list[Any]) -> int:
-        expected = self.expected.setdefault(session, int(msg.get("base", 0)))
+        expected = self.expected.get(session)
+        if expected is None:
+            expected = self.expected[session] = int(msg.get("base", 0))
+            while len(self.expected) > self.max_sessions:  # forget the longest-silent other session
+                old = next(s for s in self.expected if s != self.episode_owner)
+                del self.expected[old]
+        self.expected.move_to_end(session)
         if seq < expected:
             self.counters["duplicates"] += 1
             return 0
@@ -328,13 +339,25 @@ class TransitionReceiver(BackgroundServing):
             return 0
         payload = msg["payload"]
         try:
+            if self.episode_owner is not None and session != self.episode_owner:
+                # one episode at a time goes into the store: another sender cannot add to, or end,
+                # the episode a sender has open
+                raise ContractError(f"sender session {self.episode_owner} has an episode open in this store; "
+                                    "a second robot needs its own receiver and store")
             if msg["type"] == "step":
-                self.sink.add(StepRecord.from_dict(payload["record"]))
+                record = payload["record"]
+                if not isinstance(record, dict):
+                    raise ContractError(f"'record' must be a step record dict, got {type(record).__name__}")
+                self.sink.add(StepRecord.from_dict(record))
                 self.counters["persisted_steps"] += 1
+                self.episode_owner = session
             else:
                 meta = payload.get("meta") or {}
-                self.sink.end_episode(bool(payload.get("success", False)), **meta)
+                if not isinstance(meta, dict):
+                    raise ContractError(f"'meta' must be a dict, got {type(meta).__name__}")
+                self.sink.end_episode(payload.get("success") is True, **meta)
                 self.counters["episodes"] += 1
+                self.episode_owner = None
         except Exception as e:  # a bad record: report it, do not wedge the stream
             self.counters["rejected"] += 1
             self.last_error = f"{type(e).__name__}: {e}"

@@ -124,37 +124,44 @@ class WeightAssembler:
         self._buf: bytearray | None = None
         self._header: dict[str, Any] = {}
         self._next = 0
+        self._progress_s = 0.0  # when the update being assembled last got a chunk
+        self.stall_s = 1.0
         self.dropped = {"superseded": 0, "incomplete": 0, "stale": 0, "too_big": 0}
 
     def feed(self, msg: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray] | None:
         """One decoded ``weights`` message -> (header, payload) when it completes an update."""
-        try:
-            version, chunk, n_chunks, total = (int(msg["version"]), int(msg["chunk"]), int(msg["n_chunks"]),
-                                               int(msg["total_bytes"]))
-            data = msg["data"]
-            key = (str(msg.get("publisher", "")), version)
-        except (KeyError, TypeError, ValueError):
-            self.dropped["incomplete"] += 1
-            return None
-        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 1:
+        version, chunk, n_chunks, total = (msg.get(k) for k in ("version", "chunk", "n_chunks", "total_bytes"))
+        data = msg.get("data")
+        if not all(type(v) is int for v in (version, chunk, n_chunks, total)) or not isinstance(data, np.ndarray) \
+                or data.dtype != np.uint8 or data.ndim != 1 or not 0 <= chunk < n_chunks:
             self.dropped["incomplete"] += 1
             return None
         if total > self.max_total_bytes or total < 0 or n_chunks < 1:
             self.dropped["too_big"] += 1
             return None
+        # the publisher cuts an update into n_chunks equal chunks (the last one shorter): a first chunk
+        # that cannot be part of such a split is refused before any buffer of the announced size exists
+        if chunk == 0 and (data.nbytes * n_chunks < total or data.nbytes * (n_chunks - 1) >= max(total, 1)):
+            self.dropped["incomplete"] += 1
+            return None
+        key = (str(msg.get("publisher", ""))[:64], version)
+        now = time.monotonic()
         if key != self._key:
             if self._buf is not None:
-                if version >= self._key[1]:
-                    self.dropped["superseded"] += 1
-                else:  # an older version's chunk after a newer one started: ignore it
+                # an older version's chunk from the same publisher while its newer update is still
+                # arriving: ignore it. A half-assembled update blocks nothing else for longer than
+                # stall_s, and never another publisher (one stray first chunk with a huge version
+                # must not lock out every later update)
+                if version < self._key[1] and key[0] == self._key[0] and now - self._progress_s < self.stall_s:
                     self.dropped["stale"] += 1
                     return None
+                self.dropped["superseded"] += 1
             if chunk != 0:  # joined mid-update (or lost the first chunk): wait for the next one
                 self.dropped["incomplete"] += 1
                 self._key, self._buf = None, None
                 return None
             self._key, self._buf, self._next = key, np.empty(total, np.uint8), 0
-            self._header = {k: v for k, v in msg.items() if k != "data"}
+            self._header = {k: v for k, v in msg.items() if k not in ("data", "_filled")}
         if chunk != self._next or n_chunks != self._header["n_chunks"] or total != self._header["total_bytes"]:
             self.dropped["incomplete"] += 1  # a chunk went missing (PUB drops at its high-water mark)
             self._key, self._buf = None, None
@@ -167,6 +174,7 @@ class WeightAssembler:
             return None
         self._buf[start:end] = data
         self._header["_filled"] = end
+        self._progress_s = now
         self._next += 1
         if self._next < n_chunks:
             return None
@@ -324,7 +332,10 @@ class WeightSubscriber:
                     log.warning("weight bus: message dropped: %s: %s", type(e).__name__, e)
                 got = self.link.recv(0.0) if not self._closed.is_set() else None
             if done is not None:
-                self._validate(*done)
+                try:
+                    self._validate(*done)
+                except Exception as e:  # a header no check foresaw must not end the bus thread
+                    self._reject("format", f"update header unusable: {type(e).__name__}: {e}"[:300])
             self.publisher.check()
         self.link.close()
 
@@ -335,7 +346,12 @@ class WeightSubscriber:
             self.counters["bad_frames"] += 1
             log.warning("weight bus: malformed message dropped: %s", e)
             return None
-        self.publisher.beat(str(msg.get("publisher", "?")))
+        publisher = msg.get("publisher")
+        if type(publisher) is not str or not 0 < len(publisher) <= 64:
+            self.counters["bad_frames"] += 1
+            log.warning("weight bus: message without a publisher id (a string of 1-64 characters) dropped")
+            return None
+        self.publisher.beat(publisher)
         if msg["type"] == "heartbeat":
             return None
         return self.assembler.feed(msg)
@@ -343,7 +359,7 @@ class WeightSubscriber:
     def _validate(self, header: dict[str, Any], payload: np.ndarray) -> None:
         self.counters["updates_received"] += 1
         version = header.get("version")
-        seen = (version, header.get("checksum"))
+        seen = (version, str(header.get("checksum"))[:200])
         if seen == getattr(self, "_last_seen", None):  # a re-send for late joiners, judged already
             self.counters["duplicates"] = self.counters.get("duplicates", 0) + 1
             return
@@ -363,7 +379,8 @@ class WeightSubscriber:
             self._staged = (version, int(header.get("step", -1)), arrays)
             self._accepted_version = version
         self.counters["accepted"] += 1
-        self.last_latency_s = time.time() - float(header.get("sent_time_s", time.time()))
+        sent = header.get("sent_time_s")
+        self.last_latency_s = time.time() - sent if isinstance(sent, float) and math.isfinite(sent) else float("nan")
 
     def _reject(self, reason: str, message: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
