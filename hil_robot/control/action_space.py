@@ -39,6 +39,7 @@ names which; the message names the key, the shape found and the shape expected).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -149,11 +150,70 @@ class ActionAdapter:
         """One native row [>= width] + the robot state float[15] -> normalised delta float64[7]."""
         if self.identity:
             return np.asarray(row[:ACTION_DIM], dtype=np.float64)
-        return self.to_deltas(np.asarray(row)[None], np.asarray(state)[None])[0]
+        return np.array(self._delta_one(row, state))
+
+    def _delta_one(self, row: Any, state: Any) -> list[float]:
+        """``to_deltas`` for one row in plain Python floats (the per-tick path: a few small numpy
+        calls cost more than this whole chain); a property test keeps the two identical."""
+        r = [float(x) for x in row[: self.width]]
+        if not all(math.isfinite(x) for x in r):
+            return [math.nan] * ACTION_DIM
+        g = r[-1]
+        if self.gripper == "close_1":
+            g = 2.0 * g - 1.0
+        elif self.gripper == "open_1":
+            g = 1.0 - 2.0 * g
+        elif self.gripper == "width_m":
+            g = 1.0 - 2.0 * g / self.gripper_max_width_m
+        if self.space == "ee_delta":
+            kp, kr = self.delta_pos_k, self.delta_rot_k
+            return [r[0] * kp, r[1] * kp, r[2] * kp, r[3] * kr, r[4] * kr, r[5] * kr, g]
+        st = [float(x) for x in state]
+        if self.space == "ee_pose_abs":
+            pos = r[0:3]
+            rot = r[3:-1]
+            if self.rotation == "quat_wxyz":
+                quat = rot
+            elif self.rotation == "quat_xyzw":
+                quat = [rot[3], rot[0], rot[1], rot[2]]
+            elif self.rotation == "rotvec":
+                quat = _quat_from_rotvec(rot)
+            else:  # euler_xyz extrinsic: Rz(yaw) Ry(pitch) Rx(roll)
+                qx = _quat_from_rotvec([rot[0], 0.0, 0.0])
+                qy = _quat_from_rotvec([0.0, rot[1], 0.0])
+                qz = _quat_from_rotvec([0.0, 0.0, rot[2]])
+                quat = _qmul(qz, _qmul(qy, qx))
+        else:
+            assert self.arm is not None
+            if self.space == "joint_pos_abs":
+                q = r[0:7]
+            else:
+                dt = self.joint_vel_dt_s
+                q = [st[8 + i] + r[i] * dt for i in range(7)]
+            q = [min(hi, max(lo, x)) for x, (lo, hi) in zip(q, self.arm.joint_limits_rad)]
+            pos, quat = _fk_one(self.arm, q)
+        out = self._toward_one(pos, quat, st[0:3], st[3:7]) + [g]
+        return out if all(math.isfinite(x) for x in out) else [math.nan] * ACTION_DIM
+
+    def _toward_one(self, pos: list[float], quat: list[float], ee: list[float], ee_quat: list[float]) -> list[float]:
+        d = [pos[i] - ee[i] for i in range(3)]
+        n = math.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+        k = min(1.0, self.max_step_m / max(n, 1e-300)) / self.pos_scale_m
+        d = [x * k for x in d]
+        m = max(1.0, abs(d[0]), abs(d[1]), abs(d[2]))
+        d = [x / m for x in d]
+        e = _relative_rotvec(quat, ee_quat)
+        a = math.sqrt(e[0] * e[0] + e[1] * e[1] + e[2] * e[2])
+        k = min(1.0, self.max_step_rad / max(a, 1e-300)) / self.rot_scale_rad
+        e = [x * k for x in e]
+        m = max(1.0, abs(e[0]), abs(e[1]), abs(e[2]))
+        return d + [x / m for x in e]
 
     def to_deltas(self, rows: np.ndarray, states: np.ndarray) -> np.ndarray:
         """Native rows [N, >= width] with the states they execute from [N, 15] -> float64[N, 7]."""
         rows = np.asarray(rows, dtype=np.float64)[:, : self.width]
+        if self.identity:
+            return rows.copy()
         states = np.asarray(states, dtype=np.float64).reshape(-1, STATE_DIM)
         out = np.empty((rows.shape[0], ACTION_DIM))
         with np.errstate(invalid="ignore", over="ignore"):
@@ -218,3 +278,69 @@ class ActionAdapter:
             return 1.0 - 2.0 * g
         return 1.0 - 2.0 * g / self.gripper_max_width_m  # width_m
 
+
+# ----------------------------------------------------------------------------- plain-float helpers
+# (the same conventions as hil_robot.rotations: wxyz, Hamilton product, w >= 0 for the shortest rotation)
+
+
+def _qmul(a: list[float], b: list[float]) -> list[float]:
+    aw, ax, ay, az = a
+    bw, bx, by, bz = b
+    return [aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw]
+
+
+def _quat_from_rotvec(v: list[float]) -> list[float]:
+    x, y, z = v
+    angle = math.sqrt(x * x + y * y + z * z)
+    if angle < 1e-12:
+        return [1.0, 0.5 * x, 0.5 * y, 0.5 * z]
+    k = math.sin(0.5 * angle) / angle
+    return [math.cos(0.5 * angle), x * k, y * k, z * k]
+
+
+def _unit(q: list[float]) -> list[float]:
+    n = math.sqrt(sum(x * x for x in q))
+    if not (n > 1e-12 and math.isfinite(n)):
+        return [math.nan] * 4
+    n = n if q[0] >= 0 else -n
+    return [x / n for x in q]
+
+
+def _relative_rotvec(q_target: list[float], q_current: list[float]) -> list[float]:
+    """World-frame rotation vector turning ``q_current`` into ``q_target`` (angle in [0, pi])."""
+    t, c = _unit(q_target), _unit(q_current)
+    w, x, y, z = _unit(_qmul(t, [c[0], -c[1], -c[2], -c[3]]))
+    s = math.sqrt(x * x + y * y + z * z)
+    if not s > 1e-12:
+        return [2.0 * x, 2.0 * y, 2.0 * z]
+    k = 2.0 * math.atan2(s, w) / s
+    return [x * k, y * k, z * k]
+
+
+def _fk_one(arm: DHArm, q: list[float]) -> tuple[list[float], list[float]]:
+    """``DHArm.fk`` for one joint vector in plain floats: TCP position and quaternion (wxyz)."""
+    R = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]  # row-major
+    p = [0.0, 0.0, 0.0]
+    for (a, d, alpha), theta in zip(arm.dh, q):
+        ca, sa, ct, st = math.cos(alpha), math.sin(alpha), math.cos(theta), math.sin(theta)
+        Ri = (ct, -st, 0.0, st * ca, ct * ca, -sa, st * sa, ct * sa, ca)
+        pi = (a, -sa * d, ca * d)
+        p = [p[i] + R[3 * i] * pi[0] + R[3 * i + 1] * pi[1] + R[3 * i + 2] * pi[2] for i in range(3)]
+        R = [R[3 * i] * Ri[j] + R[3 * i + 1] * Ri[3 + j] + R[3 * i + 2] * Ri[6 + j] for i in range(3) for j in range(3)]
+    c, s = math.cos(arm.hand_yaw_rad), math.sin(arm.hand_yaw_rad)
+    dz = arm.flange_d_m + arm.tcp_offset_m
+    p = [p[i] + R[3 * i + 2] * dz for i in range(3)]
+    R = [R[3 * i] * c + R[3 * i + 1] * s if j == 0 else (-R[3 * i] * s + R[3 * i + 1] * c if j == 1 else R[3 * i + 2])
+         for i in range(3) for j in range(3)]
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = R
+    cand = (1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22)
+    pick = max(range(4), key=lambda i: cand[i])
+    t = math.sqrt(max(cand[pick], 1e-300))
+    k = 0.5 / t
+    d21, d02, d10 = m21 - m12, m02 - m20, m10 - m01
+    s21, s02, s10 = m21 + m12, m02 + m20, m10 + m01
+    h = 0.5 * t
+    quat = ([h, d21 * k, d02 * k, d10 * k], [d21 * k, h, s10 * k, s02 * k],
+            [d02 * k, s10 * k, h, s21 * k], [d10 * k, s02 * k, s21 * k, h])[pick]
+    return p, _unit(quat)

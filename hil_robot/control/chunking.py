@@ -299,7 +299,7 @@ class ChunkExecutor:
         if self.adapter.identity:
             rows = native.astype(np.float64)
         else:  # every covering row converted from this tick's state, then averaged (any rotation format)
-            rows = self.adapter.to_deltas(native, np.broadcast_to(obs["state"], (len(covering), len(obs["state"]))))
+            rows = np.array([self.adapter.to_delta(r, obs["state"]) for r in native])
         w = np.exp(-self.ensemble_decay * np.arange(len(covering)))
         action = (w[:, None] * rows).sum(axis=0) / w.sum()
         newest = covering[-1]

@@ -106,5 +106,5 @@ def test_no_adapted_command_leaves_the_box_or_exceeds_the_step_limits_and_nan_ho
     assert (target[sent] >= np.minimum(lo, ee[sent]) - TOL_M).all() and (target[sent] <= np.maximum(hi, ee[sent]) + TOL_M).all()
     assert np.isfinite(o).all() and (np.abs(o) <= 1).all()
     # the per-tick single-row path makes the same command as the batch
-    for i in rng.choice(ROWS, 5, replace=False):
-        np.testing.assert_allclose(a.to_delta(rows[i], st_[i]), deltas[i], rtol=1e-12, atol=1e-12)
+    for i in rng.choice(ROWS, 50, replace=False):
+        np.testing.assert_allclose(a.to_delta(rows[i], st_[i]), deltas[i], rtol=1e-9, atol=1e-9)
