@@ -25,7 +25,7 @@ from hil_robot.transport.codec import CodecError, decode, encode
 from hil_robot.transport.links import Link, LinkBusy, ZmqLink
 from hil_robot.transport.liveness import Liveness
 from hil_robot.transport.security import CurveKeys
-from hil_robot.types import ContractError, validate_chunk
+from hil_robot.types import ContractError
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,11 @@ class PolicyClient:
 
         timeout_s: this request's deadline (default: the client's ``timeout_s``)."""
         reply = self.request({"type": "infer", "obs": obs}, timeout_s=timeout_s)
-        try:
-            actions = validate_chunk(reply["actions"])
+        try:  # any width: the controller's action-space adapter checks it against policy.action_space
+            actions = np.asarray(reply["actions"])
+            if actions.dtype.kind not in "fiu" or actions.ndim != 2 or min(actions.shape) < 1:
+                raise ContractError(f"'actions' must be a numeric chunk [H, D], got {actions.dtype} {actions.shape}")
+            actions = actions.astype(np.float32, copy=False)
         except (KeyError, ContractError) as e:
             raise RemotePolicyError(f"server sent a malformed result: {e}", "bad_reply") from None
         if not np.isfinite(actions).all():
