@@ -130,6 +130,12 @@ def front_obs_map(protocol: str, spec: str, cfg: RootConfig) -> Any:
 def _serve_foreign(opts: dict[str, Any], cfg: RootConfig) -> int:
     """serve-policy protocol=openpi|groot: one of our policies behind a foreign VLA protocol."""
     protocol, t = opts["protocol"], cfg.transport
+    from hil_robot.config.transport import LOOPBACK_HOSTS
+
+    if t.bind_host not in LOOPBACK_HOSTS and not opts["api_key"] and not t.allow_insecure:
+        raise ConfigError(f"protocol={protocol} on transport.bind_host={t.bind_host!r} has no encryption (CURVE does not "
+                          "apply): set api_key=<secret> and reach it through an SSH tunnel or TLS proxy, or set "
+                          "transport.allow_insecure=true on a trusted network")
     mapping = front_obs_map(protocol, opts["obs_map"], cfg)
     policy = build_policy(cfg, opts["policy_factory"])
     warm_up = getattr(policy, "warm_up", None)

@@ -13,6 +13,7 @@ with a batch axis, as GR00T N1.6 servers do).
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 import time
@@ -87,7 +88,8 @@ class GrootPolicyServer:
             request = unpackb(frame)
             if not isinstance(request, dict):
                 raise ValueError("a request must be a map {endpoint, data, api_token}")
-            if self.api_token and request.get("api_token") != self.api_token:
+            token = request.get("api_token")
+            if self.api_token and not (isinstance(token, str) and hmac.compare_digest(token.encode(), self.api_token.encode())):
                 return packb({"error": "Unauthorized: Invalid API token"})
             endpoint = request.get("endpoint", "get_action")
             if endpoint == "ping":

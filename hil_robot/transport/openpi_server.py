@@ -17,6 +17,7 @@ Incoming openpi observations are turned back into ours by inverting the mapping 
 
 from __future__ import annotations
 
+import hmac
 import http
 import logging
 import threading
@@ -83,7 +84,8 @@ class OpenpiPolicyServer:
     def _process_request(self, connection: Any, request: Any) -> Any:
         if request.path == "/healthz":
             return connection.respond(http.HTTPStatus.OK, "OK\n")
-        if self.api_key and request.headers.get("Authorization", "") != f"Api-Key {self.api_key}":
+        got = request.headers.get("Authorization", "")
+        if self.api_key and not hmac.compare_digest(got.encode(), f"Api-Key {self.api_key}".encode()):
             self.counters["refused"] += 1
             return connection.respond(http.HTTPStatus.UNAUTHORIZED,
                                       "missing or wrong 'Authorization: Api-Key <key>' header\n")
