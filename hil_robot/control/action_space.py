@@ -107,7 +107,9 @@ class ActionAdapter:
     def describe(self) -> dict[str, Any]:
         """What the episode metadata records about the policy's native actions."""
         return {"space": self.space, "rotation": self.rotation if self.space == "ee_pose_abs" else "",
-                "gripper": self.gripper, "native_dim": self.native_dim, "layout": self.layout}
+                "gripper": self.gripper, "native_dim": self.native_dim, "layout": self.layout,
+                "delta_scale": [self.delta_pos_k * self.pos_scale_m, self.delta_rot_k * self.rot_scale_rad]
+                if self.space == "ee_delta" else [], "joint_vel_dt_s": self.joint_vel_dt_s if self.space == "joint_vel" else 0.0}
 
     # ------------------------------------------------------------------ the gate for every reply
     def check_chunk(self, actions: Any, key: str = "actions") -> np.ndarray:

@@ -335,3 +335,30 @@ def test_bad_chunk_ticks_hold_are_flagged_and_never_reach_the_learner(tmp_path):
     # a chunk target starting before the bad ticks is padded from the first bad tick on
     a = batch["actions"]
     assert not (np.abs(a[..., 0]) < 1e-6)[~batch["action_is_pad"]].any(), "a hold became an imitation target"
+
+
+def test_temporal_ensembling_converts_each_row_before_averaging():
+    """Two overlapping ee_pose_abs chunks (Euler angles): the ensembled command is the weighted mean
+    of each row converted from the tick's state, never an average of raw angles."""
+    robot = RobotConfig()
+    s = state_at(READY)
+    a = adapter(robot, action_space="ee_pose_abs", action_rotation="euler_xyz")
+    r1 = np.r_[s[:3] + [0.004, 0, 0], math.pi - 0.01, 0.0, 0.0, -1.0]
+    r2 = np.r_[s[:3] + [0.0, 0.004, 0], -math.pi + 0.01, 0.0, 0.0, -1.0]  # the same roll, across the wrap
+    policy = _Scripted([{"actions": np.stack([r1] * 3), "policy_version": 1}, {"actions": np.stack([r2] * 3), "policy_version": 2}])
+    ex = ChunkExecutor(policy, n_action_steps=1, request_lead_steps=0, max_wait_s=2.0, temporal_ensembling=True,
+                       ensemble_decay=0.5, lockstep=True, adapter=a)
+    try:
+        obs = {"state": s}
+        ex.action_for_tick(0, obs)
+        ex.action_for_tick(1, obs)  # requests chunk 2 (planned from tick 1)
+        if ex._future is not None:
+            ex._future.result(timeout=10)  # let the reply land before tick 2 (no race on timing)
+        p = ex.action_for_tick(2, obs)  # covered by chunk 1 (row 2) and chunk 2 (row 1)
+    finally:
+        ex.close()
+    w = np.exp(-0.5 * np.arange(2))
+    want = (w[0] * a.to_delta(r1, s) + w[1] * a.to_delta(r2, s)) / w.sum()
+    assert p is not None and p.policy_version == 2 and np.array_equal(p.native, r2.astype(np.float32))
+    assert np.allclose(p.action, want, atol=1e-5)
+    assert abs(p.action[3]) < 0.5, "rolls of +pi-0.01 and -pi+0.01 are 0.02 rad apart, not 2 pi"
