@@ -12,7 +12,12 @@ and plots of a run (``hil-robot report``).
 seeds the store with scripted demos, waits for the first trained weights, then runs rounds of
 deployment (policy + operator, recorded for learning) and operator-free evaluation (recorded apart,
 never trained on). Children are supervised (a crashed service is reported and restarted; one that
-keeps crashing stops the run with a message), Ctrl-C stops everything with all data flushed.
+keeps crashing stops the run with a message), Ctrl-C or SIGTERM stops everything with all data
+flushed, and every child ends on its own if this process is killed hard (``hil_robot/procs.py``).
+
+Console: one progress bar per phase (demos, waiting for the first weights, deployment, evaluation)
+when stderr is a terminal, one line per round, warnings and errors; everything else is in
+``logs/<process>.log`` (this process's own log: ``logs/run.log``). ``-v`` shows INFO logs too.
 
 Run directory::
 
@@ -26,18 +31,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from hil_robot.cli import parse_command_args
 from hil_robot.config import ConfigError, RootConfig
 from hil_robot.launch.plan import ProcessSpec, child_env
-from hil_robot.launch.supervisor import Supervisor
+from hil_robot.launch.supervisor import Supervisor, describe_exit
 from hil_robot.report import EpisodeLog, draw, format_table, read_csv, round_summary
 from hil_robot.types import HUMAN_SEGMENTS, SEGMENT_ORDER
 
@@ -62,6 +68,46 @@ def _spec(name: str, args: Sequence[str], *, restart: str = "on-failure", max_re
                        namespace="", restart=restart, max_restarts=max_restarts, required=True)
 
 
+class _Bar:
+    """A tqdm progress bar on stderr when ``enabled`` (a terminal), else nothing; ``total`` 0 = open-ended."""
+
+    def __init__(self, desc: str, total: int, enabled: bool, unit: str = "ep") -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total or None, desc=desc, unit=unit, leave=False, file=sys.stderr,
+                            dynamic_ncols=True, bar_format=None if total else "{desc}: {n} {unit} elapsed")
+
+    def update_to(self, n: int) -> None:
+        if self.bar is not None and n != self.bar.n:
+            self.bar.n = n
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class _EpisodeCounter:
+    """Finalised episodes added to a store since construction (a directory listing: cheap enough
+    to call every poll)."""
+
+    def __init__(self, store: Path) -> None:
+        self.dir = store / "episodes"
+        self.start = self._count()
+
+    def _count(self) -> int:
+        try:
+            return sum(1 for n in os.listdir(self.dir) if n.endswith(".hep"))
+        except FileNotFoundError:
+            return 0
+
+    def __call__(self) -> int:
+        return max(0, self._count() - self.start)
+
+
 class HilRun:
     """One run: its directory, ports, supervised services and the per-phase controllers."""
 
@@ -84,11 +130,22 @@ class HilRun:
         self.stop = threading.Event()
         self.env = child_env()
         self.services: Supervisor | None = None
+        self._files: list[Any] = []
         (run_dir / "config.json").write_text(json.dumps({"overrides": self.overrides, "config": cfg.to_dict()}, indent=1))
 
     # ------------------------------------------------------------------ processes
-    def _out(self) -> Any:
-        return open(self.run_dir / "logs" / "console.log", "a") if self.quiet else None
+    def _supervisor(self, specs: Sequence[ProcessSpec]) -> Supervisor:
+        """Node output goes to logs/<name>.log only, the supervisor's events to logs/supervisor.log;
+        trouble (a failed child, restarts) is also a warning on the console."""
+        from hil_robot.cli import verbose
+
+        out = open(self.run_dir / "logs" / "supervisor.log", "a")
+        self._files.append(out)
+        return Supervisor(specs, self.env, out=out, log_dir=str(self.run_dir / "logs"), shutdown_timeout_s=20.0,
+                          echo=None if verbose() and not self.quiet else (lambda line: False), warn=True)
+
+    def _bars(self) -> bool:
+        return not self.quiet and sys.stderr.isatty()
 
     def start_services(self) -> None:
         c, o = self.cfg, self.overrides
@@ -107,8 +164,7 @@ class HilRun:
             keep = [x for x in o if not x.startswith("policy.rl_explore=")]
             specs.append(_spec("eval_policy", ["serve-policy", f"port={self.ports['eval_policy']}", "transport.subscribe_weights=true",
                                                f"transport.weights_port={self.ports['weights']}", *keep, "policy.rl_explore=false"]))
-        self.services = Supervisor(specs, self.env, out=self._out(), log_dir=str(self.run_dir / "logs"),
-                                   shutdown_timeout_s=20.0)
+        self.services = self._supervisor(specs)
         self.services.start()
 
     def check_services(self) -> None:
@@ -116,13 +172,19 @@ class HilRun:
         self.services.poll()
         if self.services.failed_required:
             name = self.services.failed_required
-            raise RunStopped(f"the {name} process keeps failing; see {self.run_dir / 'logs' / (name + '.log')}")
+            child = next(c for c in self.services.children if c.spec.name == name)
+            last = next((line.strip() for line in reversed(child.tail) if line.strip()), "")
+            raise RunStopped(f"the {name} process keeps failing{': ' + last[:300] if last else ''}; "
+                             f"see {self.run_dir / 'logs' / (name + '.log')}")
 
-    def run_child(self, name: str, args: Sequence[str]) -> None:
+    def run_child(self, name: str, args: Sequence[str], *, label: str = "", store: Path | None = None,
+                  episodes: int = 0) -> None:
         """Run a one-shot child (demo collection, a controller phase) under supervision, polling the
-        services meanwhile; raise RunStopped if it fails or a service gives up."""
-        child = Supervisor([_spec(name, args, restart="never")], self.env, out=self._out(),
-                           log_dir=str(self.run_dir / "logs"), shutdown_timeout_s=20.0)
+        services meanwhile; raise RunStopped if it fails or a service gives up. With ``store`` and
+        ``episodes``, a progress bar counts the episodes it adds to that store."""
+        child = self._supervisor([_spec(name, args, restart="never")])
+        bar = _Bar(label or name, episodes, self._bars() and store is not None and episodes > 0, unit="ep")
+        count = _EpisodeCounter(store) if store is not None else None
         child.start()
         try:
             while not all(c.finished for c in child.children):
@@ -131,17 +193,26 @@ class HilRun:
                 child.poll()
                 if self.services is not None:
                     self.check_services()
+                if count is not None:
+                    bar.update_to(count())
                 self.stop.wait(0.2)
         finally:
+            bar.close()
             child.shutdown()
-        rc = child.children[0].proc.returncode if child.children[0].proc else None
+        proc = child.children[0].proc
+        rc = proc.returncode if proc else None
         if rc != 0:
-            raise RunStopped(f"{name} exited with code {rc}; see {self.run_dir / 'logs' / (name + '.log')}")
+            last = next((line.strip() for line in reversed(child.children[0].tail) if line.strip()), "")
+            raise RunStopped(f"{name} {describe_exit(rc) if rc is not None else 'did not start'}"
+                             f"{': ' + last[:300] if last else ''}; see {self.run_dir / 'logs' / (name + '.log')}")
 
     def shutdown(self) -> None:
         if self.services is not None:
             self.services.shutdown()  # SIGINT: the learner checkpoints and publishes, the recorder flushes
             self.services = None
+        for f in self._files:
+            f.close()
+        self._files.clear()
 
     def follow_weights(self) -> list[str]:
         """serve-policy arguments that make it follow the learner's weight bus (none for a LeRobot
@@ -168,8 +239,10 @@ class HilRun:
 
         client = PolicyClient(self.endpoint[server], timeout_s=1.0, heartbeat_s=None)
         deadline = time.monotonic() + timeout_s
+        bar = _Bar(f"waiting for the first weights ({server})", 0, self._bars(), unit="s")
         try:
             while time.monotonic() < deadline:
+                bar.update_to(int(time.monotonic() - deadline + timeout_s))
                 try:
                     version = int(client.health(timeout_s=1.0).get("policy_version", -1))
                 except TransportTimeout:
@@ -181,6 +254,7 @@ class HilRun:
                 self.check_services()
                 self.stop.wait(0.5)
         finally:
+            bar.close()
             client.close()
         raise RunStopped(f"the policy server served no trained weights within {timeout_s:.0f} s (learner published "
                          f"v{self.published_version()}); see {self.run_dir / 'logs'}/learner.log and policy.log")
@@ -255,11 +329,12 @@ class HilRun:
     def run(self) -> dict[str, Any]:
         e = self.cfg.experiment
         say = print
-        say(f"hil_robot run {e.name}: {self.run_dir}", flush=True)
+        say(f"hil_robot run {e.name}: {self.run_dir}  (logs: {self.run_dir / 'logs'})", flush=True)
         if e.demo_episodes:
             say(f"collecting {e.demo_episodes} scripted demos ...", flush=True)
             self.run_child("demos", ["collect-demos", f"episodes={e.demo_episodes}", f"out={self.store}",
-                                     f"seed={e.seed * 100_000 + 90_000}", *self.overrides])
+                                     f"seed={e.seed * 100_000 + 90_000}", *self.overrides],
+                           label="demos", store=self.store, episodes=e.demo_episodes)
             rows = self.log_new_episodes(self.store, "demo", 0)
             say(f"[round 0] {len(rows)} demos, {sum(r['success'] for r in rows)} successful", flush=True)
         self.start_services()
@@ -275,11 +350,13 @@ class HilRun:
                 "deploying the untrained policy first", flush=True)
         for rnd in range(1, e.rounds + 1):
             seed = e.seed * 100_000 + rnd * 1000
-            self.run_child(f"deploy{rnd}", self.controller_args("deploy", e.episodes_per_round, seed, rnd))
+            self.run_child(f"deploy{rnd}", self.controller_args("deploy", e.episodes_per_round, seed, rnd),
+                           label=f"round {rnd}/{e.rounds} deploy", store=self.store, episodes=e.episodes_per_round)
             deploy = self.log_new_episodes(self.store, "deploy", rnd, wait_for=e.episodes_per_round)
             evals: list[dict] = []
             if e.eval_episodes:
-                self.run_child(f"eval{rnd}", self.controller_args("eval", e.eval_episodes, EVAL_SEED0 + e.seed * 1000, rnd))
+                self.run_child(f"eval{rnd}", self.controller_args("eval", e.eval_episodes, EVAL_SEED0 + e.seed * 1000, rnd),
+                               label=f"round {rnd}/{e.rounds} eval", store=self.eval_store, episodes=e.eval_episodes)
                 evals = self.log_new_episodes(self.eval_store, "eval", rnd, wait_for=e.eval_episodes)
             say(self.progress(rnd, deploy, evals), flush=True)
             if (time.monotonic() - self.t0) / 60 >= e.max_minutes:
@@ -328,15 +405,30 @@ def check_policy_matches_learner(cfg: RootConfig) -> None:
         raise ConfigError(f"learner.algorithm={algo} trains the VLA; serve it with policy=vla (got policy={name})")
 
 
+def check_paths(cfg: RootConfig) -> None:
+    """Checkpoints named in the config exist (else a child would crash at start, three times, and
+    the run would stop minutes later with a pointer to its log)."""
+    for key, value, what in (("policy.checkpoint", cfg.policy.checkpoint, "a policy directory, e.g. "
+                              "RUN_DIR/learner/checkpoints/step_*/policy, or leave it empty for fresh weights"),
+                             ("learner.critic_checkpoint", cfg.learner.critic_checkpoint,
+                              "a critic directory from `hil-robot train-critic out=DIR`")):
+        if value and not Path(value).exists():
+            raise ConfigError(f"{key}={value} does not exist; give {what}")
+
+
 def main(cfg: RootConfig, overrides: Sequence[str] = (), run_dir: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
     """Importable entry point: the whole run; returns the summary (also in RUN_DIR/summary.json)."""
     check_policy_matches_learner(cfg)
+    check_paths(cfg)
     run_dir = Path(run_dir or Path(cfg.experiment.run_dir) / time.strftime("%Y%m%d-%H%M%S"))
     hil = HilRun(cfg, overrides, run_dir, quiet=quiet)
-    previous = None
+    run_log = logging.FileHandler(run_dir / "logs" / "run.log")  # this process's INFO lines
+    run_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(run_log)
+    previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, lambda *_: hil.stop.set())
-        signal.signal(signal.SIGTERM, lambda *_: hil.stop.set())
+        for sig in (signal.SIGINT, signal.SIGTERM):  # stop: every child is stopped, data flushed
+            previous[sig] = signal.signal(sig, lambda *_: hil.stop.set())
     try:
         return hil.run()
     except KeyboardInterrupt:
@@ -349,11 +441,16 @@ def main(cfg: RootConfig, overrides: Sequence[str] = (), run_dir: str | Path | N
         return result
     finally:
         hil.shutdown()
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        logging.getLogger().removeHandler(run_log)
+        run_log.close()
 
 
 def run(argv: list[str]) -> int:
+    from hil_robot.cli import console_logging
+
+    console_logging()  # warnings and errors on the console (-v: INFO too); the rest in RUN_DIR/logs/
     opts, cfg = parse_command_args(argv, options=RUN_OPTIONS)
     result = main(cfg, _overrides(argv, RUN_OPTIONS), opts["run_dir"] or None, quiet=opts["quiet"])
     return 1 if "error" in result else 0

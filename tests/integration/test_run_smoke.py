@@ -112,3 +112,57 @@ def test_a_policy_that_cannot_load_the_learners_weights_is_refused_before_anythi
         with pytest.raises(ConfigError, match=hint):
             hil_run.main(load_config([*OVERRIDES, *bad]), [*OVERRIDES, *bad], tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def _cli(args: list[str], cwd) -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+    import sys
+
+    from hil_robot import procs
+
+    env = {k: v for k, v in os.environ.items() if k != procs.PARENT_ENV}  # as a person runs it
+    return subprocess.run([sys.executable, "-m", "hil_robot", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_bad_input_to_run_and_launch_is_one_line_that_says_what_to_do(tmp_path):
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    cases = [
+        (["run", "foo.bar=1"], "unknown config key foo.bar"),
+        (["run", "experiment=nope"], "available: sim_peg_insert, sim_pick_cube"),
+        (["run", "experiment.rounds=abc"], "experiment.rounds must be an integer"),
+        (["run", f"policy.checkpoint={tmp_path / 'no_such_ckpt'}"], "does not exist; give a policy directory"),
+        (["launch", "sim_pick_cube", "policy=expert", f"transport.policy_port={port}", f"log_dir={tmp_path / 'l'}"],
+         f"port {port} (policy_server: transport.policy_port) is already in use"),
+        (["launch", "sim_pick_cube", "learner.critic_checkpoint=/no/such/critic"], "learner.critic_checkpoint"),
+    ]
+    try:
+        for args, hint in cases:
+            proc = _cli([*args, f"run_dir={tmp_path / 'run'}"] if args[0] == "run" else args, tmp_path)
+            lines = proc.stderr.strip().splitlines()
+            assert proc.returncode == 2, (args, proc.returncode, proc.stderr[-2000:])
+            assert len(lines) == 1 and hint in lines[0], (args, proc.stderr[-2000:])
+            assert "Traceback" not in proc.stdout + proc.stderr, args
+    finally:
+        busy.close()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "l").exists()  # refused before anything started
+
+
+def test_a_child_that_fails_at_start_stops_the_run_with_its_last_words_and_log(tmp_path):
+    cfg = load_config(["experiment=sim_pick_cube"])
+    hil = hil_run.HilRun(cfg, [], tmp_path / "run", quiet=True)
+    try:
+        with pytest.raises(hil_run.RunStopped) as err:
+            hil.run_child("demos", ["collect-demos", "episodes=1", f"out={tmp_path / 'store'}", "sim.task=juggle"])
+    finally:
+        hil.shutdown()
+    msg = str(err.value)
+    assert "demos exited with code 2" in msg and "juggle" in msg, msg
+    assert msg.endswith(f"see {tmp_path / 'run' / 'logs' / 'demos.log'}"), msg
+    assert "juggle" in (tmp_path / "run" / "logs" / "demos.log").read_text()

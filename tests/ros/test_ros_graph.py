@@ -30,10 +30,11 @@ def _domain() -> str:
 
 
 class Runner:
-    """``hil-robot launch`` in a subprocess with its output collected by a thread."""
+    """``hil-robot launch -v`` (node output on the console too) in a subprocess with its output
+    collected by a thread."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "hil_robot", "launch", *args], cwd=REPO, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "hil_robot", "launch", "-v", *args], cwd=REPO, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
         self.lines: list[str] = []
