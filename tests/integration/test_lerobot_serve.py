@@ -107,6 +107,8 @@ def test_bad_checkpoints_are_named(checkpoints, tmp_path):
     assert str(missing) in text and "not a directory" in text
     text = run_serve_expecting_failure([f"policy.checkpoint={checkpoints['smolvla']}", "policy.lerobot_type=act"], tmp_path)
     assert "'smolvla'" in text and "policy.lerobot_type=smolvla" in text
+    text = run_serve_expecting_failure([f"policy.checkpoint={checkpoints['act']}", "policy.native_action_dim=8"], tmp_path)
+    assert "7-D actions" in text and "policy.native_action_dim=8" in text
     text = run_serve_expecting_failure([], tmp_path)
     assert "policy.checkpoint=DIR" in text
     not_lerobot = tmp_path / "not_lerobot"
