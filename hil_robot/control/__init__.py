@@ -1,5 +1,6 @@
 """Controller side beside the robot: the fixed-rate loop, chunk execution, human/policy
-arbitration and the always-on safety filter (DESIGN §2, §6). Torch-free.
+arbitration, the action-space adapters for foreign policies and the always-on safety filter
+(DESIGN §2, §6). Torch-free.
 
     from hil_robot.control import Controller, SafetyFilter
     ctl = Controller(robot, policy, operator, recorder, cfg, clock=MonotonicClock())
@@ -7,6 +8,7 @@ arbitration and the always-on safety filter (DESIGN §2, §6). Torch-free.
     ctl.estop("button"); ctl.reset_estop()
 """
 
+from hil_robot.control.action_space import ActionAdapter, BadChunkError
 from hil_robot.control.arbitration import Arbiter, Arbitration
 from hil_robot.control.chunking import ChunkExecutor, PlannedAction
 from hil_robot.control.clock import Clock, FakeClock, MonotonicClock
@@ -14,6 +16,6 @@ from hil_robot.control.loop import Controller, EpisodeResult
 from hil_robot.control.safety import SafetyDecision, SafetyFilter, SafetyLimits
 
 __all__ = [
-    "Arbiter", "Arbitration", "ChunkExecutor", "PlannedAction", "Clock", "FakeClock", "MonotonicClock",
+    "ActionAdapter", "BadChunkError", "Arbiter", "Arbitration", "ChunkExecutor", "PlannedAction", "Clock", "FakeClock", "MonotonicClock",
     "Controller", "EpisodeResult", "SafetyDecision", "SafetyFilter", "SafetyLimits",
 ]
