@@ -41,6 +41,7 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from hil_robot import procs  # noqa: E402
 from hil_robot.config import load_config  # noqa: E402
 from hil_robot.control.clock import MonotonicClock  # noqa: E402
 from hil_robot.control.loop import Controller  # noqa: E402
@@ -62,7 +63,7 @@ def start_server(policy: str, port: int) -> subprocess.Popen:
     else:
         args += [f"policy={policy}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return procs.spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, new_group=False)  # ends with the bench
 
 
 def make_robot(kind: str, cfg, clock):

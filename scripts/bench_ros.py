@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hil_robot.procs import spawn  # children end with the bench, even if it is killed
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "ros2_ws" / "src" / "hil_robot_ros"))
 
@@ -85,7 +87,7 @@ def bench_images(duration_s: float, env: dict[str, str]) -> dict[str, float]:
         node.create_subscription(Image, f"camera/{cam}/image_raw", cb(cam), SENSOR_QOS)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
-    proc = subprocess.Popen([sys.executable, "-c", IMAGE_PUBLISHER, str(duration_s)], env=env)
+    proc = spawn([sys.executable, "-c", IMAGE_PUBLISHER, str(duration_s)], env=env, new_group=False)
     try:
         end = time.monotonic() + duration_s + 10.0
         while proc.poll() is None and time.monotonic() < end:
@@ -141,7 +143,7 @@ def bench_zmq_images(duration_s: float) -> dict[str, float]:
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.setsockopt(zmq.RCVHWM, 5)  # like depth-5 sensor QoS
     sub.connect(endpoint)
-    proc = subprocess.Popen([sys.executable, "-c", ZMQ_PUBLISHER, str(duration_s), endpoint])
+    proc = spawn([sys.executable, "-c", ZMQ_PUBLISHER, str(duration_s), endpoint], new_group=False)
     lat, recv = [], []
     try:
         end = time.monotonic() + duration_s + 10.0
@@ -179,7 +181,7 @@ def bench_loop(duration_s: float, env: dict[str, str]) -> dict[str, float]:
 
     overrides = ["robot.control_hz=20", "sim.cameras=[front]"]
     cfg = load_config(overrides)
-    driver = subprocess.Popen([sys.executable, "-m", "hil_robot_ros", "sim_driver", *overrides, "--ros-args",
+    driver = spawn([sys.executable, "-m", "hil_robot_ros", "sim_driver", *overrides, "--ros-args",
                                "-p", "backend:=kinematic", "-p", "mode:=lockstep"], env=env,
                               stdout=subprocess.DEVNULL, stderr=open(os.devnull if not os.environ.get("BENCH_DEBUG") else "/tmp/bench_driver.log", "w"))
     ctx = rclpy.Context()

@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from hil_robot.procs import spawn
+
 REPO = Path(__file__).resolve().parents[2]
 BROWSER_DIR = REPO / "tests" / "browser"
 BRIDGE = BROWSER_DIR / "bridge.mjs"
@@ -57,9 +59,9 @@ class Browser:
             raise BrowserError(reason)
         self.timeout_s = timeout_s
         env = dict(os.environ, HIL_CHROMIUM=CHROMIUM)
-        self.proc = subprocess.Popen(
+        self.proc = spawn(  # the bridge (and its Chromium) end with this process, even if it is killed
             ["node", str(BRIDGE)], cwd=BROWSER_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=env,
+            stderr=subprocess.PIPE, text=True, env=env, new_group=False,
         )
         self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
         self._stderr: list[str] = []
