@@ -163,3 +163,66 @@ def test_a_stopped_test_runner_reaps_its_fixtures_children(tmp_path, free_port, 
             os.killpg(runner.pid, signal.SIGKILL)
         runner.wait(timeout=10)
         procs.reap([p for p in kids if procs.alive(p)])  # (a failed test leaves nothing either)
+
+
+# ---------------------------------------------------------------------------- the mechanisms alone
+
+SLEEPER = "import time; time.sleep(120)"
+
+
+def _wait_gone(pid: int, started: str, within_s: float = GONE_WITHIN_S) -> bool:
+    end = time.monotonic() + within_s
+    while procs.alive(pid, started) and time.monotonic() < end:
+        time.sleep(0.05)
+    return not procs.alive(pid, started)
+
+
+def test_a_spawned_child_gets_the_death_signal_when_its_parent_is_killed(tmp_path):
+    middle = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from hil_robot.procs import spawn
+        child = spawn([sys.executable, "-c", {SLEEPER!r}])
+        print(child.pid, flush=True)
+        time.sleep(120)""")], stdout=subprocess.PIPE, text=True, env={k: v for k, v in os.environ.items()
+                                                                     if k != procs.PARENT_ENV})
+    child = int(middle.stdout.readline())
+    started = procs.start_time(child)
+    assert os.getpgid(child) == child  # its own process group
+    middle.kill()
+    middle.wait(timeout=10)
+    assert _wait_gone(child, started), "a spawned child outlived its SIGKILLed parent"
+
+
+@pytest.mark.parametrize("ignores_sigterm", [False, True], ids=["stops", "ignores-SIGTERM"])
+def test_the_parent_watch_stops_a_child_whose_parent_is_gone(ignores_sigterm):
+    """No death signal here (as behind a shell or torchrun): the watch alone ends the child, with
+    SIGKILL if it does not stop on SIGTERM."""
+    parent = subprocess.Popen([sys.executable, "-c", SLEEPER])
+    ignore = "signal.signal(signal.SIGTERM, signal.SIG_IGN); " if ignores_sigterm else ""
+    child = subprocess.Popen([sys.executable, "-c", f"import signal, time; from hil_robot.procs import watch_parent; "
+                              f"{ignore}assert watch_parent(poll_s=0.1, grace_s=1.0); print('ok', flush=True); "
+                              f"time.sleep(120)"], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, procs.PARENT_ENV: procs.parent_token(parent.pid)})
+    try:
+        assert child.stdout.readline().strip() == "ok"
+        parent.kill()
+        parent.wait(timeout=10)
+        child.wait(timeout=GONE_WITHIN_S)
+        assert child.returncode == (-signal.SIGKILL if ignores_sigterm else -signal.SIGTERM)
+    finally:
+        for p in (parent, child):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_reap_escalates_to_sigkill_and_reaches_the_whole_group():
+    leader = procs.spawn([sys.executable, "-c", "import signal, subprocess, sys, time; "
+                          "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                          f"g = subprocess.Popen([sys.executable, '-c', {SLEEPER!r}]); print(g.pid, flush=True); "
+                          "time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    member = int(leader.stdout.readline())
+    started = procs.start_time(member)
+    assert procs.reap([leader.pid], grace_s=0.5) == [leader.pid]  # it ignored SIGTERM
+    assert leader.wait(timeout=5) == -signal.SIGKILL
+    assert _wait_gone(member, started, 2.0), "a member of the reaped group survived"
