@@ -167,6 +167,23 @@ def console_logging(logfile: str | None = None) -> None:
         root.addHandler(fh)
 
 
+def one_line_config_error(text: str) -> str:
+    """Hydra's multi-line composition errors as one line: the problem and the available options
+    (its config search path is left out)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return text.strip()
+    head, options, in_options = lines[0], [], False
+    for line in lines[1:]:
+        if line.startswith("Available options"):
+            in_options = True
+        elif line.startswith(("\t", " ")) and in_options:
+            options.append(line.strip())
+        else:
+            in_options = False
+    return f"{head}; available: {', '.join(options)}" if options else head
+
+
 def _one_line(e: BaseException) -> str:
     """An unexpected error as one line that says what to do."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -201,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(func(rest) or 0)
     except ConfigError as e:
-        print(f"hil-robot {name}: {e}", file=sys.stderr)
+        print(f"hil-robot {name}: {one_line_config_error(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"hil-robot {name}: interrupted", file=sys.stderr)
