@@ -305,10 +305,11 @@ class HilRun:
 
         steps = sum(r["steps"] for r in deploy)
         human = sum(r["human_steps"] for r in deploy)
+        learner = "learner off" if self.cfg.policy.name == "lerobot" else f"learner {self.learner_rate():.1f} upd/s"
         return (f"[round {rnd}/{self.cfg.experiment.rounds}] deploy {len(deploy)} eps: success {rate(deploy, 'success')}, "
                 f"takeovers/ep {sum(r['interventions'] for r in deploy) / max(len(deploy), 1):.2f}, "
                 f"operator steps {100 * human / max(steps, 1):.0f}% | eval {len(evals)} eps: success {rate(evals, 'success')} | "
-                f"weights v{self.published_version()} | learner {self.learner_rate():.1f} upd/s | "
+                f"weights v{self.published_version()} | {learner} | "
                 f"{(time.monotonic() - self.t0) / 60:.1f} min, {self.env_steps} env steps")
 
     def render_latest_eval(self) -> Path | None:
@@ -397,6 +398,12 @@ def check_policy_matches_learner(cfg: RootConfig) -> None:
     policy follows no weights and the run starts no learner (LEROBOT_LEARNER_NOTE)."""
     algo, name = cfg.learner.algorithm, cfg.policy.name
     if name == "lerobot":
+        from hil_robot.lerobot_env import lerobot_python
+
+        if not cfg.policy.checkpoint:
+            raise ConfigError("policy=lerobot needs policy.checkpoint=DIR (a LeRobot save_pretrained directory); "
+                              "random weights for a first run: .venv-lerobot/bin/python -m policies.lerobot_tiny out=DIR")
+        lerobot_python(cfg.policy)  # the LeRobot environment exists (else: run make lerobot-env)
         return
     if algo == "rlpd" and name != "rl":
         raise ConfigError(f"learner.algorithm=rlpd publishes SAC actor weights, which policy {name!r} cannot load; "
