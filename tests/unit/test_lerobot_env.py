@@ -38,3 +38,14 @@ def test_serve_policy_cli_reports_a_missing_lerobot_env(tmp_path, capsys):
 def test_lerobot_type_is_checked():
     with pytest.raises(ConfigError, match=r"policy.lerobot_type='diffusion'.*act, smolvla, pi0, pi05"):
         load_config(["policy=lerobot", "policy.lerobot_type=diffusion"])
+
+
+def test_run_refuses_lerobot_without_checkpoint_or_env_up_front(tmp_path):
+    from hil_robot import run as hil_run
+
+    with pytest.raises(ConfigError, match=r"policy=lerobot needs policy.checkpoint=DIR"):
+        hil_run.main(load_config(["policy=lerobot"]), [], tmp_path / "run")
+    cfg = load_config(["policy=lerobot", f"policy.checkpoint={tmp_path}", f"policy.python={tmp_path / 'py'}"])
+    with pytest.raises(ConfigError, match=r"does not exist; fix policy.python"):
+        hil_run.main(cfg, [], tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing was started
