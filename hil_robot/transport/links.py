@@ -85,13 +85,17 @@ class ZmqLink:
         s.setsockopt(zmq.RCVHWM, hwm)
         # libzmq drops a peer whose frame exceeds this before it is even buffered (fuzz / DoS guard)
         s.setsockopt(zmq.MAXMSGSIZE, int(max_frame_bytes) + 1024)
-        # ZMTP heartbeats detect dead TCP peers (half-open connections); the timeout is generous
-        # because dropping a live-but-starved connection would lose what is in flight on it. Prompt
-        # "peer gone" reports come from the application heartbeats (liveness.py). Reconnects back
-        # off exponentially up to the max.
-        ivl_ms = max(int(heartbeat_s * 1000), 10)
-        s.setsockopt(zmq.HEARTBEAT_IVL, ivl_ms)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(10 * ivl_ms, 10_000))
+        # Dead TCP peers (half-open connections) are found by TCP keepalive, generous so that a
+        # live-but-starved connection is not dropped with what is in flight on it. Not by ZMTP
+        # heartbeats: in libzmq <= 4.3.5 a heartbeat timeout on a connection whose input is stopped
+        # at the receive high-water mark aborts the whole process (assert !_io_error, libzmq
+        # issues 3937/4364/4767) — a peer flooding an endpoint could kill it. Prompt "peer gone"
+        # reports come from the application heartbeats (liveness.py). Reconnects back off
+        # exponentially up to the max.
+        s.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        s.setsockopt(zmq.TCP_KEEPALIVE_IDLE, max(int(10 * heartbeat_s), 5))
+        s.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 1)
+        s.setsockopt(zmq.TCP_KEEPALIVE_CNT, 5)
         s.setsockopt(zmq.RECONNECT_IVL, max(int(reconnect_ivl_s * 1000), 1))
         s.setsockopt(zmq.RECONNECT_IVL_MAX, max(int(reconnect_ivl_max_s * 1000), 1))
         if kind == "router":

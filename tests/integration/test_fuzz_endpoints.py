@@ -36,7 +36,7 @@ import zmq
 from hil_robot.data import EpisodeStore
 from hil_robot.data.synthetic import observation, step_record
 from hil_robot.transport.codec import CodecError, decode, encode
-from hil_robot.transport.policy_client import PolicyClient, RemotePolicyError
+from hil_robot.transport.policy_client import PolicyClient, RemotePolicyError, TransportTimeout
 from hil_robot.transport.transitions import TransitionSender
 from hil_robot.types import OperatorMode
 from hil_robot.transport.weights import chunk_messages, serialize
@@ -214,9 +214,11 @@ def dealers(ctx: zmq.Context, endpoint: str, n: int = 3) -> list[zmq.Socket]:
 
 
 def storm(socks: list[zmq.Socket], mutate: Mutator, n: int, reply_types: set[str],
-          between: Callable[[int], None] | None = None) -> int:
+          between: Callable[[int], None] | None = None, max_outstanding: int = 2000) -> int:
     """Send n malformed messages round-robin; every reply that comes back must be a well-formed
-    message of an expected type (an endpoint never answers garbage). Returns replies checked."""
+    message of an expected type (an endpoint never answers garbage). At most ``max_outstanding``
+    messages are sent ahead of the replies (waiting at most 2 s each time), so the storm measures
+    the endpoint, not a backlog that starves the honest client. Returns replies checked."""
     replies = 0
 
     def drain(timeout_ms: int = 0) -> None:
@@ -232,16 +234,25 @@ def storm(socks: list[zmq.Socket], mutate: Mutator, n: int, reply_types: set[str
         socks[i % len(socks)].send_multipart(mutate())
         if i % 200 == 199:
             drain()
+            deadline = time.monotonic() + 2.0
+            while i + 1 - replies > max_outstanding and time.monotonic() < deadline:
+                drain(20)
             if between is not None:
                 between(i)
-    drain(200)
-    return replies
+    while True:  # the endpoint may still be working through the last messages
+        seen = replies
+        drain(1000)
+        if replies == seen:
+            return replies
 
 
 def wait_for(pred: Callable[[], Any], timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        got = pred()
+        try:
+            got = pred()
+        except TransportTimeout:  # the endpoint is still working through what the storm queued
+            continue
         if got:
             return got
         time.sleep(0.1)
