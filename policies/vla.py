@@ -201,6 +201,44 @@ class VLAPolicy:
             self.model.load_state_dict(tensors, strict=True)
             self.version = int(version)
 
+    # ------------------------------------------------------------------ deltas (finetune=lora|expert)
+    def adapter_info(self) -> dict[str, Any]:
+        """Fine-tuning mode plus LoRA rank/alpha/targets: a delta must have been made for the same."""
+        return self.model.adapter_info()
+
+    def delta_spec(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """The trainable tensors only (LoRA A/B, or the action expert): name -> (shape, numpy dtype)."""
+        names = set(self.model.delta_names())
+        return {k: v for k, v in self.weight_spec().items() if k in names}
+
+    def delta_numpy(self) -> dict[str, np.ndarray]:
+        """Current trainable tensors (copies) — what a delta update carries."""
+        names = set(self.model.delta_names())
+        with self._lock:
+            return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items() if k in names}
+
+    def base_numpy(self) -> dict[str, np.ndarray]:
+        """The frozen tensors (views on CPU, no copy): everything a delta does not carry."""
+        names = set(self.model.delta_names())
+        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items() if k not in names}
+
+    def base_id(self) -> str:
+        """Checksum of the frozen weights + adapter settings (``transport.weights.compute_base_id``)."""
+        from hil_robot.transport.weights import compute_base_id
+
+        with self._lock:
+            return compute_base_id(self.base_numpy(), self.adapter_info())
+
+    def load_delta(self, weights: dict[str, np.ndarray], version: int) -> None:
+        """Install the trainable tensors only (the frozen base stays): a copy into the existing
+        parameters — no merge, so a swap costs a few MB of copies however large the base is."""
+        tensors = validate_weights(weights, self.delta_spec(), what="delta update")
+        params = dict(self.model.named_parameters())
+        with self._lock, torch.no_grad():
+            for name, t in tensors.items():
+                params[name].copy_(t)
+            self.version = int(version)
+
     def set_norm_stats(self, stats: Mapping[str, Any]) -> None:
         with self._lock:
             self.model.norm.set_stats(stats)
@@ -247,8 +285,27 @@ def model_config_from(cfg: Any) -> VLAModelConfig:
     )
 
 
+def apply_finetune(model: VLAModel, cfg: Any) -> None:
+    """``learner.finetune=lora|expert``: a full model gets the adapters (or freezing) in place; a
+    model already in that mode must match its rank/targets (else the deltas could not load)."""
+    lc = getattr(cfg, "learner", None)
+    mode = getattr(lc, "finetune", "full")
+    if mode == "full":
+        return  # a LoRA/expert checkpoint is served as it was trained
+    if model.cfg.finetune == "full":
+        model.enable_finetune(mode, lc.lora_rank, lc.lora_alpha, tuple(lc.lora_targets))
+        return
+    want = {"finetune": mode}
+    if mode == "lora":
+        want.update(rank=int(lc.lora_rank), alpha=float(lc.lora_alpha), targets=sorted(lc.lora_targets))
+    if model.adapter_info() != want:
+        raise ValueError(f"the checkpoint was trained with {model.adapter_info()} but learner.finetune asks for {want}; "
+                         "set learner.finetune/lora_rank/lora_alpha/lora_targets to the checkpoint's values")
+
+
 def make_vla_policy(cfg: Any) -> VLAPolicy:
-    """Load ``cfg.policy.checkpoint`` when set (its stored config and stats win), else fresh weights."""
+    """Load ``cfg.policy.checkpoint`` when set (its stored config and stats win), else fresh weights;
+    then ``learner.finetune`` (lora/expert) is applied (see :func:`apply_finetune`)."""
     device = getattr(cfg.policy, "device", "cpu") or "cpu"
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -260,10 +317,13 @@ def make_vla_policy(cfg: Any) -> VLAPolicy:
         if tuple(policy.config.cameras) != want:
             log.warning("checkpoint cameras %s differ from sim.cameras %s; the checkpoint wins",
                         policy.config.cameras, want)
+        apply_finetune(policy.model, cfg)
+        policy.model.to(policy.device)  # new adapter parameters join the model's device
         return policy
     model = VLAModel(model_config_from(cfg))
     if cfg.policy.pretrained_backbone:
         from policies.vision import load_backbone_weights
 
         load_backbone_weights(model.backbone, cfg.policy.pretrained_backbone)
+    apply_finetune(model, cfg)
     return VLAPolicy(model, device=device, seed=cfg.experiment.seed)

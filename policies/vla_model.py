@@ -30,6 +30,11 @@ from policies.vision import images_to_float, make_backbone, random_shift, sincos
 from hil_robot.types import ACTION_DIM, STATE_DIM
 
 
+FINETUNE_MODES = ("full", "lora", "expert")
+# the action expert (finetune=expert trains only these): the decoder stack and its heads
+EXPERT_PREFIXES = ("decoder.", "query_embed", "action_in.", "time_mlp.", "action_out.")
+
+
 @dataclasses.dataclass
 class VLAModelConfig:
     """Everything needed to rebuild the network (saved as JSON in the checkpoint)."""
@@ -52,11 +57,24 @@ class VLAModelConfig:
     state_dim: int = STATE_DIM
     action_dim: int = ACTION_DIM
     text_dim: int = TEXT_DIM
+    # fine-tuning mode (learner.finetune): full | lora (peft adapters on lora_targets, the rest
+    # frozen) | expert (only the action decoder trains). Saved with the checkpoint so a LoRA
+    # checkpoint rebuilds the same adapter modules (base + adapter tensors in one state dict).
+    finetune: str = "full"
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_targets: tuple[str, ...] = ("linear1", "linear2", "self_qkv", "self_out", "cross_q", "cross_kv", "cross_out",
+                                     "mlp.0", "mlp.3")
 
     def __post_init__(self) -> None:
         self.cameras = tuple(self.cameras)
         self.image_hw = tuple(int(v) for v in self.image_hw)  # type: ignore[assignment]
         self.vision_channels = tuple(int(v) for v in self.vision_channels)
+        self.lora_targets = tuple(str(t) for t in self.lora_targets)
+        if self.finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune={self.finetune!r}; choose one of {FINETUNE_MODES}")
+        if self.finetune == "lora" and (self.lora_rank < 1 or not self.lora_targets):
+            raise ValueError(f"LoRA needs lora_rank >= 1 and at least one target (got {self.lora_rank}, {self.lora_targets})")
         if self.head not in ("l1", "flow"):
             raise ValueError(f"head={self.head!r}; choose l1 or flow")
         if not self.cameras:
@@ -157,6 +175,71 @@ class VLAModel(nn.Module):
         self.action_out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, cfg.action_dim))
         self.norm = Normalizer(cfg.state_dim, cfg.action_dim)
         self._pos_cache: dict[tuple[int, int, str], torch.Tensor] = {}
+        if cfg.finetune != "full":
+            self._setup_finetune()
+
+    # ------------------------------------------------------------------ fine-tuning modes
+    def enable_finetune(self, mode: str, rank: int = 16, alpha: float = 32.0, targets: tuple[str, ...] = ()) -> None:
+        """Switch a full model (fresh, or loaded from a full checkpoint) to LoRA / expert-only
+        training in place; the config records it so checkpoints rebuild the same modules."""
+        if self.cfg.finetune != "full":
+            raise ValueError(f"the model is already finetune={self.cfg.finetune}; build it from its config instead")
+        self.cfg.finetune, self.cfg.lora_rank, self.cfg.lora_alpha = mode, int(rank), float(alpha)
+        if targets:
+            self.cfg.lora_targets = tuple(targets)
+        self.cfg.__post_init__()
+        if mode != "full":
+            self._setup_finetune()
+
+    def _setup_finetune(self) -> None:
+        cfg = self.cfg
+        if cfg.finetune == "lora":
+            from peft import LoraConfig, inject_adapter_in_model
+
+            self._check_lora_targets()
+            lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.lora_targets),
+                              lora_dropout=0.0, bias="none")
+            inject_adapter_in_model(lora, self)
+            # nn.TransformerEncoderLayer's inference fast path reads linear1/linear2.weight directly
+            # and would skip the adapters; an encoder layer carrying adapters takes the plain path
+            for layer in self.encoder.layers:
+                if any(_is_lora(m) for m in layer.modules()):
+                    layer.activation_relu_or_gelu = 0  # one of the fast path's preconditions
+        for name, p in self.named_parameters():
+            p.requires_grad_(self.is_trainable(name))
+
+    def _check_lora_targets(self) -> None:
+        """Every target suffix must name at least one Linear/Conv2d outside nn.MultiheadAttention
+        (its out_proj weight is used directly by the attention kernel, an adapter there does nothing)."""
+        inside_mha = {f"{n}.{c}" for n, m in self.named_modules() if isinstance(m, nn.MultiheadAttention)
+                      for c, _ in m.named_modules() if c}
+        ok = {n for n, m in self.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and n not in inside_mha}
+        for target in self.cfg.lora_targets:
+            if not any(n == target or n.endswith("." + target) for n in ok):
+                raise ValueError(f"learner.lora_targets: {target!r} matches no Linear/Conv2d module of the VLA (nor one "
+                                 f"inside nn.MultiheadAttention); candidates end in e.g. "
+                                 f"{sorted({n.rsplit('.', 1)[-1] for n in ok})[:12]}")
+
+    def is_trainable(self, name: str) -> bool:
+        """Does the parameter/tensor ``name`` train (and travel in a delta) under cfg.finetune?"""
+        mode = self.cfg.finetune
+        if mode == "lora":
+            return ".lora_A." in name or ".lora_B." in name
+        if mode == "expert":
+            return name.startswith(EXPERT_PREFIXES)
+        return True
+
+    def delta_names(self) -> list[str]:
+        """State-dict names of the trainable tensors (what a delta update carries), sorted."""
+        return sorted(n for n, _ in self.named_parameters() if self.is_trainable(n))
+
+    def adapter_info(self) -> dict[str, Any]:
+        """What a delta must match besides the base weights: mode, LoRA rank/alpha/targets."""
+        cfg = self.cfg
+        info: dict[str, Any] = {"finetune": cfg.finetune}
+        if cfg.finetune == "lora":
+            info.update(rank=cfg.lora_rank, alpha=float(cfg.lora_alpha), targets=sorted(cfg.lora_targets))
+        return info
 
     # ------------------------------------------------------------------ observation -> tokens
     def _pos(self, h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -261,6 +344,10 @@ def _fit_horizon(actions: torch.Tensor, pad: torch.Tensor | None, horizon: int) 
     actions = torch.cat([actions, actions[:, -1:].expand(b, extra, -1)], dim=1)
     pad = torch.cat([pad, torch.ones(b, extra, dtype=torch.bool, device=pad.device)], dim=1)
     return actions, pad
+
+
+def _is_lora(module: nn.Module) -> bool:
+    return hasattr(module, "lora_A") and hasattr(module, "base_layer")
 
 
 def count_params(module: nn.Module) -> int:

@@ -39,6 +39,16 @@ class LearnerConfig:
     advantage_beta: float = 0.0  # > 0 enables critic-advantage weights exp(A/beta)
     advantage_max_weight: float = 20.0  # clip for exp(A/beta)
     critic_checkpoint: str = ""  # progress-critic checkpoint (reward=critic, advantage_beta > 0)
+    # which VLA weights train (weighted BC): full | lora (peft LoRA adapters on lora_targets, base
+    # frozen) | expert (only the action decoder/head). lora/expert publish only the trainable
+    # tensors on the weight bus (deltas, with a base_id); serving resyncs the base on request.
+    finetune: str = "full"
+    lora_rank: int = 16
+    lora_alpha: float = 32.0  # LoRA scale = alpha / rank
+    # module-name suffixes (Linear/Conv2d) that get adapters; the default is every attention and
+    # MLP Linear of the encoder and the action decoder
+    lora_targets: tuple[str, ...] = ("linear1", "linear2", "self_qkv", "self_out", "cross_q", "cross_kv", "cross_out",
+                                     "mlp.0", "mlp.3")
     memory_max_steps: int = 200_000
     memory_strategy: str = "fifo"  # fifo | filo | lifo_intervention | mifo_intervention
     memory_keep_demos: bool = True  # never evict demo episodes while others can go (Sirius keeps its demos)
@@ -75,6 +85,16 @@ class LearnerConfig:
 
     def __post_init__(self) -> None:
         choice("learner.algorithm", self.algorithm, ("weighted_bc", "bc", "rlpd"))
+        choice("learner.finetune", self.finetune, ("full", "lora", "expert"))
+        positive("learner.lora_rank", self.lora_rank)
+        positive("learner.lora_alpha", self.lora_alpha)
+        self.lora_targets = tuple(str(t) for t in self.lora_targets)
+        if self.finetune == "lora" and (not self.lora_targets or any(not t for t in self.lora_targets)):
+            raise ConfigError(f"learner.lora_targets={list(self.lora_targets)} must name at least one module "
+                              "(suffixes of Linear/Conv2d module names, e.g. [self_qkv, mlp.0])")
+        if self.finetune != "full" and self.algorithm == "rlpd":
+            raise ConfigError(f"learner.finetune={self.finetune} fine-tunes the VLA with weighted BC; use "
+                              "learner.algorithm=weighted_bc|bc, or learner.finetune=full with rlpd")
         choice("learner.memory_strategy", self.memory_strategy, ("fifo", "filo", "lifo_intervention", "mifo_intervention"))
         choice("learner.reward", self.reward, ("sparse", "critic"))
         choice("learner.device", self.device, ("auto", "cpu", "cuda"))

@@ -11,6 +11,10 @@ One ``update(batch)``:
      advantages turn RL signal into extra BC weight (advantage-weighted regression). ``A`` comes
      from the batch's ``advantage`` column or from ``advantage_fn(batch)``;
 3. ``loss = Σ w_i l_i / Σ w_i``, one AdamW step (gradient norm clipped);
+With ``learner.finetune=lora|expert`` the model arrives with its base frozen (peft LoRA adapters,
+or everything but the action expert), so only the adapter/expert parameters get gradients and
+optimiser state; the loss and the Sirius weights are the same.
+
 4. with ``learner.ema_decay > 0``, an exponential moving average of the weights is what gets
    published and saved for serving (the optimiser keeps training the raw weights).
 
@@ -168,6 +172,13 @@ class WeightedBC:
     def publish_weights(self) -> dict[str, np.ndarray]:
         weights = self.ema if self.ema is not None else self.model.state_dict()
         return {k: v.detach().cpu().numpy().copy() for k, v in weights.items()}
+
+    def publish_delta(self) -> dict[str, np.ndarray]:
+        """Only the trainable tensors (learner.finetune=lora|expert: LoRA A/B or the action expert),
+        from the EMA when on — what a delta update carries."""
+        names = set(self.model.delta_names())
+        weights = self.ema if self.ema is not None else self.model.state_dict()
+        return {k: v.detach().cpu().numpy().copy() for k, v in weights.items() if k in names}
 
     def state_dict(self) -> dict[str, Any]:
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "num_updates": self.num_updates}
