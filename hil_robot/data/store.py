@@ -89,6 +89,8 @@ class EpisodeStore:
     # ------------------------------------------------------------------ opening
 
     def _open_root(self, create: bool) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"{self.root} is a file, not an episode store folder; pass a folder (new or a store)")
         marker = self.root / "store.json"
         if marker.is_file():
             try:

@@ -717,3 +717,39 @@ def test_a_second_sender_cannot_end_or_extend_the_episode_another_sender_has_ope
     assert len(rx.expected) <= rx.max_sessions and len(rx.senders.status()) <= rx.senders.max_peers
     rx.link.close()
     store.close()
+
+
+def test_bad_input_to_the_endpoint_commands_is_one_line_that_says_what_to_do(tmp_path):
+    import re
+    import socket
+
+    from hil_robot import procs
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    (tmp_path / "a_file").write_text("not a store")
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{")
+    (ckpt / "model.safetensors").write_bytes(b"junk")
+    null = "policy_factory=hil_robot.transport.null_policy:make_null_policy"
+    cases = [
+        (["serve-policy", null, f"port={port}"], "another process holds that port"),
+        (["receive-transitions", f"store={tmp_path / 'rx'}", f"port={port}"], "another process holds that port"),
+        (["operator", f"port={port}"], "another process holds that port"),
+        (["receive-transitions", f"store={tmp_path / 'a_file'}", "port=0"], "is a file, not an episode store folder"),
+        (["serve-policy", "policy.name=vla", f"policy.checkpoint={ckpt}", "port=0"], "the checkpoint is corrupt"),
+        (["learner", f"store={tmp_path / 'nothing'}", f"run_dir={tmp_path / 'l'}"], "record some first"),
+    ]
+    env = {k: v for k, v in ENV.items() if k != procs.PARENT_ENV}  # as a person runs it
+    try:
+        for args, hint in cases:
+            proc = subprocess.run([sys.executable, "-m", "hil_robot", *args], env=env, capture_output=True, text=True,
+                                  timeout=120, cwd=tmp_path)
+            out = [ln for ln in proc.stderr.strip().splitlines() if not re.match(r"\d{4}-\d\d-\d\d \d\d:", ln)]
+            assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr, (args, proc.stderr[-2000:])
+            assert len(out) == 1 and hint in out[0], (args, proc.stderr[-2000:])
+    finally:
+        busy.close()
