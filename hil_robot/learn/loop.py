@@ -149,6 +149,7 @@ class Learner:
         self.state.version = max(self.state.version, ckpt.published_version(self.run_dir))
         self.resumed_from = str(last) if last is not None else ""
         self.publisher = publisher
+        self._base_published = False
         self._own_publisher = False
         if self.publisher is None and endpoint and self.main_rank:
             from hil_robot.transport.weights import WeightPublisher
@@ -255,11 +256,25 @@ class Learner:
             return batch
         return self.replay.sample(self.per_rank_batch, self._horizon(), view="bc", rng=self.sample_rng)
 
+    @property
+    def delta_mode(self) -> bool:
+        """learner.finetune=lora|expert: publish only the trainable tensors (weights.publish_delta)."""
+        return self.cfg.learner.finetune != "full" and self.vla is not None and hasattr(self.algo, "publish_delta")
+
     def publish(self) -> None:
         if self.publisher is None or not self.main_rank:
             return
         self.state.version += 1
-        self.publisher.publish(self.algo.publish_weights(), self.state.version, self.state.step)
+        if self.delta_mode:
+            if not self._base_published:  # the frozen base never changes: hand it over once
+                from hil_robot.transport.weights import compute_base_id
+
+                base, adapter = self.vla.base_numpy(), self.vla.adapter_info()
+                self.publisher.set_base(base, compute_base_id(base, adapter), adapter)
+                self._base_published = True
+            self.publisher.publish_delta(self.algo.publish_delta(), self.state.version, self.state.step)
+        else:
+            self.publisher.publish(self.algo.publish_weights(), self.state.version, self.state.step)
         ckpt.record_published(self.run_dir, self.state.version, self.state.step)
 
     def save_checkpoint(self) -> Path | None:

@@ -16,6 +16,19 @@ values. A rejected update changes nothing (last good weights keep serving); it i
 reason in ``status()["rejected"]`` and logged. Accepted updates are *staged*; the owner installs
 them with ``apply_pending()`` at its next boundary (the policy server does this between batches;
 ``HotSwapPolicy`` does it before each ``infer``), never during an ``infer``.
+
+Deltas (``learner.finetune=lora|expert``): ``publish_delta`` sends only the trainable tensors
+(LoRA A/B, or the action expert) with ``kind="delta"``, the ``adapter`` settings (mode, LoRA
+rank/alpha/targets) and a ``base_id`` — :func:`compute_base_id` over the frozen base tensors plus
+the adapter settings. A delta carries the *current values* of the trainable tensors (not a
+difference to the previous version), so a subscriber that missed versions but holds the right
+base is exact again after the next delta; a gap is counted (``counters["gaps"]``), not resynced.
+A subscriber whose base differs (fresh process, restarted learner, late joiner) rejects the delta
+(``rejected["base_mismatch"]``; another adapter shape: ``rank_mismatch``) and asks the publisher's
+resync endpoint — a ROUTER on an ephemeral port announced in every heartbeat (``resync_port``,
+``base_id``) — for the full base + newest delta as one ``kind="full"`` update; it proves the base
+by recomputing its ``base_id`` from the received tensors before staging it. Reason names:
+``version`` is a stale (non-increasing) version, ``non_finite`` a NaN/Inf tensor.
 """
 
 from __future__ import annotations
@@ -40,7 +53,10 @@ log = logging.getLogger(__name__)
 
 WEIGHT_TYPES = frozenset({"weights", "heartbeat"})
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
-REJECT_REASONS = ("version", "incomplete", "checksum", "format", "names", "shape", "dtype", "non_finite", "load")
+REJECT_REASONS = ("version", "incomplete", "checksum", "format", "names", "shape", "dtype", "non_finite", "load",
+                  "base_mismatch", "rank_mismatch")
+RESYNC_TYPES = frozenset({"resync"})
+RESYNC_REQUEST_BYTES = 4096  # a resync request is tiny; anything bigger is dropped by libzmq
 
 
 class WeightRejected(ValueError):
@@ -69,8 +85,25 @@ def serialize(weights: dict[str, np.ndarray]) -> np.ndarray:
     return pack(weights)
 
 
+def compute_base_id(frozen: dict[str, np.ndarray], adapter: dict[str, Any]) -> str:
+    """xxh3-128 (sha256 without xxhash) over the frozen tensors (sorted names, dtype, shape, bytes)
+    and the adapter settings: equal ids mean a delta made for one model applies to the other."""
+    try:
+        import xxhash
+
+        h: Any = xxhash.xxh3_128()
+    except ImportError:
+        h = hashlib.sha256()
+    h.update(repr(sorted((str(k), repr(v)) for k, v in adapter.items())).encode())
+    for name in sorted(frozen):
+        arr = np.ascontiguousarray(frozen[name])
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}".encode())
+        h.update(arr.reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
 def chunk_messages(payload: np.ndarray, *, version: int, step: int, algo: str, chunk_bytes: int, publisher: str,
-                   subset: bool = False, digest: str | None = None) -> list[list[Any]]:
+                   subset: bool = False, digest: str | None = None, extra: dict[str, Any] | None = None) -> list[list[Any]]:
     """Split one serialised update into encoded chunk messages (frames lists, zero-copy slices)."""
     digest = digest or checksum(payload, algo)
     view = np.frombuffer(payload, dtype=np.uint8) if not isinstance(payload, np.ndarray) else payload
@@ -80,7 +113,7 @@ def chunk_messages(payload: np.ndarray, *, version: int, step: int, algo: str, c
     for i in range(n_chunks):
         out.append(encode({"type": "weights", "version": int(version), "step": int(step), "checksum": digest,
                            "algo": algo, "total_bytes": len(payload), "chunk": i, "n_chunks": n_chunks,
-                           "subset": bool(subset), "publisher": publisher, "sent_time_s": now,
+                           "subset": bool(subset), "publisher": publisher, "sent_time_s": now, **(extra or {}),
                            "data": view[i * chunk_bytes:(i + 1) * chunk_bytes]}, out_of_band_bytes=0))
     return out
 
@@ -212,14 +245,99 @@ class WeightPublisher:
         self._hb_period_s = float(heartbeat_s)
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        # delta mode: the frozen base (references, never copied: it does not change), the newest
+        # delta, and the resync endpoint that serves base + delta to subscribers that lack the base
+        self._curve = curve
+        self._base: tuple[dict[str, np.ndarray], str, dict[str, Any]] | None = None
+        self._delta: tuple[dict[str, np.ndarray], int, int] | None = None
+        self._resync_link: Link | None = None
+        self._resync_thread: threading.Thread | None = None
+        self.resync_port = 0
+        self.resync_counters = {"requests": 0, "served": 0, "bad_requests": 0, "failed": 0}
         self._hb = threading.Thread(target=self._heartbeat, args=(heartbeat_s,), name="weights-pub-hb", daemon=True)
         self._hb.start()
 
     def publish(self, weights: dict[str, np.ndarray], version: int, step: int, *, subset: bool = False) -> dict[str, Any]:
         """Serialise, checksum, chunk and send. Returns {"version", "bytes", "chunks", "checksum"}."""
-        payload = serialize(weights)
+        return self._send(serialize(weights), version, step, subset=subset)
+
+    def set_base(self, base: dict[str, np.ndarray], base_id: str, adapter: dict[str, Any]) -> None:
+        """Delta mode: the frozen tensors deltas apply to (kept by reference: they must not change
+        while published) and their id; starts the resync endpoint on first use."""
+        if not base_id:
+            raise ValueError("set_base needs the base_id (transport.weights.compute_base_id of the frozen tensors)")
+        with self._lock:
+            self._base = (dict(base), str(base_id), dict(adapter))
+        if self._resync_thread is None:
+            self._start_resync()
+
+    def publish_delta(self, delta: dict[str, np.ndarray], version: int, step: int) -> dict[str, Any]:
+        """Send only the trainable tensors (current values) for the base given to ``set_base``."""
+        if self._base is None:
+            raise ValueError("publish_delta before set_base: the publisher must hold the base to resync subscribers")
+        _, base_id, adapter = self._base
+        payload = serialize(delta)
+        out = self._send(payload, version, step, extra={"kind": "delta", "base_id": base_id, "adapter": adapter,
+                                                          "prev_version": int(self.version)})
+        with self._lock:
+            self._delta = (delta, int(version), int(step))
+        return out
+
+    def _start_resync(self) -> None:
+        endpoint = getattr(self.link, "bound_endpoint", "") or ""
+        if not endpoint.startswith("tcp://"):
+            log.warning("weight publisher on %r: no tcp endpoint, so no resync endpoint for deltas", endpoint)
+            return
+        self._resync_link = ZmqLink("router", endpoint.rsplit(":", 1)[0] + ":*", curve=self._curve, hwm=16,
+                                    max_frame_bytes=RESYNC_REQUEST_BYTES, heartbeat_s=self._hb_period_s)
+        self.resync_port = int(self._resync_link.bound_endpoint.rsplit(":", 1)[1])
+        self._resync_thread = threading.Thread(target=self._serve_resync, name="weights-resync", daemon=True)
+        self._resync_thread.start()
+        log.info("weight resync endpoint on port %d", self.resync_port)
+
+    def resync_update(self) -> tuple[dict[str, Any], np.ndarray] | None:
+        """The full update a resync answers with: base + newest delta, at the newest delta's version."""
+        with self._lock:
+            if self._base is None or self._delta is None:
+                return None
+            (base, base_id, adapter), (delta, version, step) = self._base, self._delta
+        payload = serialize({**base, **delta})
+        header = {"kind": "full", "base_id": base_id, "adapter": adapter, "resync": True}
+        return {"version": version, "step": step, **header}, payload
+
+    def _serve_resync(self) -> None:
+        link = self._resync_link
+        assert link is not None
+        while not self._closed.is_set():
+            got = link.recv(0.1)
+            if got is None:
+                continue
+            peer, frames = got
+            try:
+                decode(frames, allowed_types=RESYNC_TYPES, max_frame_bytes=RESYNC_REQUEST_BYTES)
+            except CodecError:
+                self.resync_counters["bad_requests"] += 1
+                continue
+            self.resync_counters["requests"] += 1
+            try:
+                update = self.resync_update()
+                if update is None:
+                    continue  # nothing published yet: the subscriber asks again later
+                header, payload = update
+                extra = {k: v for k, v in header.items() if k not in ("version", "step")}
+                msg = chunk_messages(payload, version=header["version"], step=header["step"], algo=self.algo,
+                                     chunk_bytes=max(1, len(payload)), publisher=self.publisher_id, extra=extra)[0]
+                link.send(msg, peer)
+                self.resync_counters["served"] += 1
+            except Exception as e:  # a failed reply must not end the endpoint
+                self.resync_counters["failed"] += 1
+                log.warning("weight resync reply failed: %s: %s", type(e).__name__, e)
+        link.close()
+
+    def _send(self, payload: np.ndarray, version: int, step: int, *, subset: bool = False,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
         msgs = chunk_messages(payload, version=version, step=step, algo=self.algo, chunk_bytes=self.chunk_bytes,
-                              publisher=self.publisher_id, subset=subset)
+                              publisher=self.publisher_id, subset=subset, extra=extra)
         with self._lock:
             for frames in msgs:
                 self.link.send(frames)
@@ -235,8 +353,10 @@ class WeightPublisher:
             with self._lock:
                 if self._closed.is_set():
                     break
-                self.link.send(encode({"type": "heartbeat", "publisher": self.publisher_id, "version": self.version,
-                                       "time_s": time.time()}))
+                beat = {"type": "heartbeat", "publisher": self.publisher_id, "version": self.version, "time_s": time.time()}
+                if self._base is not None and self.resync_port:
+                    beat.update(resync_port=self.resync_port, base_id=self._base[1])
+                self.link.send(encode(beat))
                 if self._resends_left > 0:
                     self._resends_left -= 1
                     for frames in self._last_frames:
@@ -254,6 +374,8 @@ class WeightPublisher:
             time.sleep(0.05)
         self._closed.set()
         self._hb.join(2.0)
+        if self._resync_thread is not None:
+            self._resync_thread.join(2.0)
         with self._lock:
             self.link.close()
 
@@ -275,6 +397,7 @@ class WeightSubscriber:
                  heartbeat_s: float = 0.5, max_total_bytes: int = 4 * 1024**3, initial_version: int | None = None,
                  link_factory: Callable[[], Link] | None = None) -> None:
         self.endpoint, self.target, self.allow_subset = endpoint, target, allow_subset
+        self._curve, self._max_total_bytes, self._heartbeat_s = curve, max_total_bytes, heartbeat_s
         self.link: Link = (link_factory or (lambda: ZmqLink("sub", endpoint, curve=curve, hwm=100000,
                                                             max_frame_bytes=max_total_bytes, heartbeat_s=heartbeat_s)))()
         self.assembler = WeightAssembler(max_total_bytes)
@@ -282,11 +405,21 @@ class WeightSubscriber:
         self.applied_version = int(meta_version if initial_version is None else initial_version)
         self._accepted_version = self.applied_version
         self.publisher = Liveness("weight publisher", 3 * heartbeat_s)
-        self.counters = {"updates_received": 0, "accepted": 0, "applied": 0, "bad_frames": 0}
+        self.counters = {"updates_received": 0, "accepted": 0, "applied": 0, "bad_frames": 0, "deltas": 0, "gaps": 0,
+                         "resync_requests": 0, "resyncs": 0}
         self.rejected = {r: 0 for r in REJECT_REASONS}
+        # delta mode: the base id of the newest accepted update (None: not known yet, computed from
+        # the target when a delta first needs it); the publisher's resync endpoint from its heartbeat
+        self._accepted_base_id: str | None = None
+        self._advert: tuple[int, str] | None = None  # (resync_port, base_id) announced by the publisher
+        self._resync_link: Link | None = None
+        self._resync_port = 0
+        self._resync_asked_s = -math.inf
+        self.resync_retry_s = 10.0  # ask again when no answer came (the publisher may be serialising GBs)
+        self._need_resync = False
         self.last_error = ""
         self.last_latency_s = float("nan")  # publisher send -> staged (wall clocks; same host only)
-        self._staged: tuple[int, int, dict[str, np.ndarray]] | None = None
+        self._staged: tuple[int, int, dict[str, np.ndarray], str] | None = None  # version, step, arrays, kind
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="weights-sub", daemon=True)
@@ -304,15 +437,18 @@ class WeightSubscriber:
             staged, self._staged = self._staged, None
         if staged is None:
             return False
-        version, step, arrays = staged
+        version, step, arrays, kind = staged
         try:
-            self.target.load_weights(arrays, version)
+            if kind == "delta":
+                self.target.load_delta(arrays, version)
+            else:
+                self.target.load_weights(arrays, version)
         except Exception as e:  # the target refused: keep serving what it had
             self._reject("load", f"target.load_weights refused version {version}: {type(e).__name__}: {e}")
             return False
         self.applied_version = version
         self.counters["applied"] += 1
-        log.info("weights version %d (step %d) installed", version, step)
+        log.info("weights version %d (step %d, %s) installed", version, step, kind)
         return True
 
     def _run(self) -> None:
@@ -336,8 +472,64 @@ class WeightSubscriber:
                     self._validate(*done)
                 except Exception as e:  # a header no check foresaw must not end the bus thread
                     self._reject("format", f"update header unusable: {type(e).__name__}: {e}"[:300])
+            try:
+                self._poll_resync()
+            except Exception as e:
+                self.counters["bad_frames"] += 1
+                log.warning("weight resync: %s: %s", type(e).__name__, e)
             self.publisher.check()
         self.link.close()
+        if self._resync_link is not None:
+            self._resync_link.close()
+
+    # ------------------------------------------------------------------ delta mode: resync
+    def _held_base_id(self) -> str | None:
+        if self._accepted_base_id is None and callable(getattr(self.target, "base_id", None)):
+            self._accepted_base_id = str(self.target.base_id())
+        return self._accepted_base_id
+
+    def _poll_resync(self) -> None:
+        """Ask the publisher for base + delta when the base we hold is not the one it announces
+        (or a delta did not match it); take in its answer."""
+        if self._advert is not None and callable(getattr(self.target, "load_delta", None)):
+            port, base_id = self._advert
+            if base_id != self._held_base_id():
+                self._need_resync = True
+            if port != self._resync_port:  # (re)started publisher: new endpoint
+                if self._resync_link is not None:
+                    self._resync_link.close()
+                host = self.endpoint.rsplit(":", 1)[0]
+                self._resync_link = ZmqLink("dealer", f"{host}:{port}", curve=self._curve, hwm=4,
+                                            max_frame_bytes=self._max_total_bytes, heartbeat_s=self._heartbeat_s)
+                self._resync_port, self._resync_asked_s = port, -math.inf
+        if self._resync_link is None:
+            return
+        now = time.monotonic()
+        if self._need_resync and now - self._resync_asked_s > self.resync_retry_s:
+            try:
+                self._resync_link.send(encode({"type": "resync", "have_base_id": self._accepted_base_id or ""}))
+                self.counters["resync_requests"] += 1
+                self._resync_asked_s = now
+                log.info("weight bus: asking %s:%d for the base (ours differs from the publisher's)",
+                         self.endpoint.rsplit(":", 1)[0], self._resync_port)
+            except Exception as e:  # LinkBusy: the endpoint is not up yet; try again next round
+                log.debug("resync request not sent: %s", e)
+        got = self._resync_link.recv(0.0)
+        if got is None:
+            return
+        try:
+            msg = decode(got[1], allowed_types=WEIGHT_TYPES, max_frame_bytes=self._max_total_bytes)
+        except CodecError as e:
+            self.counters["bad_frames"] += 1
+            log.warning("weight resync: malformed reply dropped: %s", e)
+            return
+        data = msg.pop("data", None)
+        if msg.get("type") != "weights" or not isinstance(data, np.ndarray) or data.dtype != np.uint8 or \
+                msg.get("n_chunks") != 1 or msg.get("total_bytes") != data.nbytes or not msg.get("resync"):
+            self.counters["bad_frames"] += 1
+            return
+        self._resync_asked_s = -math.inf if self._need_resync else self._resync_asked_s
+        self._validate(msg, data)
 
     def _handle(self, frames: list[Any]) -> tuple[dict[str, Any], np.ndarray] | None:
         try:
@@ -353,22 +545,49 @@ class WeightSubscriber:
             return None
         self.publisher.beat(publisher)
         if msg["type"] == "heartbeat":
+            port, base_id = msg.get("resync_port"), msg.get("base_id")
+            if type(port) is int and 0 < port < 65536 and type(base_id) is str and 0 < len(base_id) <= 128:
+                self._advert = (port, base_id)
             return None
         return self.assembler.feed(msg)
 
     def _validate(self, header: dict[str, Any], payload: np.ndarray) -> None:
         self.counters["updates_received"] += 1
         version = header.get("version")
+        kind = header.get("kind", "full")
+        base_id = header.get("base_id") or None
+        if base_id is not None and base_id == self._accepted_base_id and isinstance(version, int) and \
+                (version == self._accepted_version or (header.get("resync") and version < self._accepted_version)):
+            # what we hold already: a bus re-send of the delta a resync brought, or the answer to a
+            # request repeated (or made for a base that matched after all)
+            self.counters["duplicates"] = self.counters.get("duplicates", 0) + 1
+            if header.get("resync"):
+                self._need_resync = False
+            return
         seen = (version, str(header.get("checksum"))[:200])
         if seen == getattr(self, "_last_seen", None):  # a re-send for late joiners, judged already
             self.counters["duplicates"] = self.counters.get("duplicates", 0) + 1
             return
-        self._last_seen = seen
+        if not header.get("resync"):  # (a resync answer arrives on its own channel: it must not
+            self._last_seen = seen    # make the bus's next re-send look new)
         try:
+            if kind not in ("full", "delta") or (base_id is not None and type(base_id) is not str):
+                raise WeightRejected("format", f"unknown update kind {str(kind)[:20]!r} (full or delta)")
             if not isinstance(version, int) or version <= self._accepted_version:
                 raise WeightRejected("version", f"version {version} is not newer than {self._accepted_version}; "
                                                 "a restarted learner must continue its version count")
-            arrays = validate_update(payload, header, self.target.weight_spec(), allow_subset=self.allow_subset)
+            if kind == "delta" or base_id is not None:
+                self._check_adapter(header)
+            if kind == "delta":
+                arrays = self._validate_delta(payload, header, base_id)
+            else:
+                arrays = validate_update(payload, header, self.target.weight_spec(), allow_subset=self.allow_subset)
+                if base_id is not None:  # prove the base: recompute its id from the tensors received
+                    delta_names = set(self.target.delta_spec())
+                    got = compute_base_id({k: v for k, v in arrays.items() if k not in delta_names}, header["adapter"])
+                    if got != base_id:
+                        raise WeightRejected("base_mismatch", f"full update v{version}: its base tensors hash to "
+                                                              f"{got[:12]}…, the header claims {base_id[:12]}…")
         except WeightRejected as e:
             self._reject(e.reason, str(e))
             return
@@ -376,11 +595,43 @@ class WeightSubscriber:
             self._reject("load", f"cannot validate version {version}: {type(e).__name__}: {e}")
             return
         with self._lock:
-            self._staged = (version, int(header.get("step", -1)), arrays)
+            staged = self._staged
+            if kind == "delta" and staged is not None and staged[3] == "full":
+                arrays, kind = {**staged[2], **arrays}, "full"  # a base still waiting to be installed
+            self._staged = (version, int(header.get("step", -1)), arrays, kind)
             self._accepted_version = version
+            if header.get("kind", "full") == "full":
+                self._accepted_base_id = base_id
+        if header.get("resync"):
+            self.counters["resyncs"] += 1
+            self._need_resync = False
         self.counters["accepted"] += 1
         sent = header.get("sent_time_s")
         self.last_latency_s = time.time() - sent if isinstance(sent, float) and math.isfinite(sent) else float("nan")
+
+    def _check_adapter(self, header: dict[str, Any]) -> None:
+        info = getattr(self.target, "adapter_info", None)
+        if not callable(info) or not callable(getattr(self.target, "load_delta", None)):
+            raise WeightRejected("format", "a delta/base update arrived but this policy cannot load deltas "
+                                           "(serve a policy with load_delta(), e.g. policy=vla)")
+        mine, theirs = info(), header.get("adapter")
+        if mine != theirs:
+            raise WeightRejected("rank_mismatch", f"update v{header.get('version')} was made for adapter "
+                                                  f"{str(theirs)[:200]}, this policy has {mine}; serve with the "
+                                                  "learner's learner.finetune/lora_rank/lora_alpha/lora_targets")
+
+    def _validate_delta(self, payload: Any, header: dict[str, Any], base_id: str | None) -> dict[str, np.ndarray]:
+        held = self._held_base_id()
+        if base_id is None or base_id != held:
+            self._need_resync = True  # the base we hold is not this delta's: fetch base + delta
+            raise WeightRejected("base_mismatch", f"delta v{header.get('version')} is for base {str(base_id)[:12]}…, "
+                                                  f"this policy holds {str(held)[:12]}…; resyncing the base")
+        arrays = validate_update(payload, header, self.target.delta_spec())
+        prev = header.get("prev_version")
+        if isinstance(prev, int) and prev != self._accepted_version:
+            self.counters["gaps"] += 1  # missed versions: harmless, a delta carries absolute values
+        self.counters["deltas"] += 1
+        return arrays
 
     def _reject(self, reason: str, message: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -391,7 +642,7 @@ class WeightSubscriber:
         return {"endpoint": self.endpoint, "applied_version": self.applied_version, "publisher_alive": self.publisher_alive,
                 "publishers": self.publisher.status(), "counters": dict(self.counters),
                 "rejected": {k: v for k, v in self.rejected.items() if v}, "dropped": dict(self.assembler.dropped),
-                "last_error": self.last_error}
+                "last_error": self.last_error, "base_id": (self._accepted_base_id or "")[:16]}
 
     def close(self) -> None:
         self._closed.set()
