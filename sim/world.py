@@ -19,11 +19,12 @@ import numpy as np
 
 from hil_robot.config.robot import RobotConfig
 from hil_robot.config.sim import SimConfig
-from hil_robot.rotations import quat_from_rotvec, quat_mul, quat_normalize
+from hil_robot.rotations import quat_normalize
 from hil_robot.types import ACTION_DIM, STATE_DIM
 from sim import panda
 from sim.ik import DampedLeastSquaresIK, as_slice
 from sim.scene import build_xml
+from sim.visual import Appearance
 from sim.tasks import make_task
 from sim.tasks.base import RobotView
 
@@ -68,12 +69,7 @@ class SimWorld:
         self.ws_max = np.array(robot_cfg.safety.workspace_max_m, float)
         self.ws_min[2] = max(self.ws_min[2], MIN_TCP_Z_M)
         self.max_pos, self.max_rot = robot_cfg.max_delta_pos_m, robot_cfg.max_delta_rot_rad
-        # nominal values that domain randomisation perturbs
-        self._geom_rgba0 = m.geom_rgba.copy()
-        self._light_pos0, self._light_diffuse0 = m.light_pos.copy(), m.light_diffuse.copy()
-        self._cam_pos0, self._cam_quat0 = m.cam_pos.copy(), m.cam_quat.copy()
-        self._colour_geoms = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, g) for g in self.task.colour_geoms]
-        self._table_geom = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "table_top")
+        self.appearance = Appearance(m, self.task.colour_geoms)  # nominal visuals that randomisation perturbs
         self.rng = np.random.default_rng(seed)
         self.limit_counts: Counter[str] = Counter()
         self._quat = np.zeros(4)
@@ -89,15 +85,13 @@ class SimWorld:
         m, d, rng = self.model, self.data, self.rng
         mujoco.mj_resetData(m, d)
         randomize = self.sim_cfg.randomize
-        m.geom_rgba[:] = self._geom_rgba0
-        m.light_pos[:], m.light_diffuse[:] = self._light_pos0, self._light_diffuse0
-        m.cam_pos[:], m.cam_quat[:] = self._cam_pos0, self._cam_quat0
+        self.appearance.nominal()
         q0 = self.home_qpos + (rng.uniform(-0.03, 0.03, 7) if randomize else 0.0)
         d.qpos[self.arm_qadr] = q0
         d.qpos[self.finger_qadr] = panda.FINGER_TRAVEL_M
         self.task.reset(m, d, rng, randomize)
-        if randomize:
-            self._randomize_appearance(rng)
+        if randomize or self.sim_cfg.visual == "heldout":  # last: the physics draws above stay the same
+            self.appearance.apply(rng, self.sim_cfg)
         d.ctrl[:7] = q0
         d.ctrl[7:9] = panda.FINGER_TRAVEL_M
         mujoco.mj_forward(m, d)
@@ -108,21 +102,6 @@ class SimWorld:
         self.steps = 0
         self.limit_counts = Counter()
         self._state = None
-
-    def _randomize_appearance(self, rng: np.random.Generator) -> None:
-        m = self.model
-        for g in self._colour_geoms:  # keep each object's hue family, vary shade
-            base = self._geom_rgba0[g, :3]
-            m.geom_rgba[g, :3] = np.clip(base * rng.uniform(0.7, 1.15) + rng.uniform(-0.08, 0.08, 3), 0.0, 1.0)
-        m.geom_rgba[self._table_geom, :3] = np.clip(self._geom_rgba0[self._table_geom, :3] + rng.uniform(-0.1, 0.1, 3), 0, 1)
-        m.light_pos[:] = self._light_pos0 + rng.uniform(-0.3, 0.3, self._light_pos0.shape)
-        m.light_diffuse[:] = self._light_diffuse0 * rng.uniform(0.7, 1.3)
-        front = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, "front")
-        for c in range(m.ncam):  # camera jitter (the wrist camera is bolted on: a quarter of it)
-            k = 1.0 if c == front else 0.25
-            dp, dr = self.sim_cfg.camera_pos_jitter_m * k, self.sim_cfg.camera_rot_jitter_rad * k
-            m.cam_pos[c] = self._cam_pos0[c] + rng.uniform(-dp, dp, 3)
-            m.cam_quat[c] = quat_normalize(quat_mul(quat_from_rotvec(rng.uniform(-dr, dr, 3)), self._cam_quat0[c]))
 
     # ------------------------------------------------------------------ control
 
