@@ -417,6 +417,7 @@ class WeightSubscriber:
         self._resync_asked_s = -math.inf
         self.resync_retry_s = 10.0  # ask again when no answer came (the publisher may be serialising GBs)
         self._need_resync = False
+        self.last_update: dict[str, Any] = {}  # version, kind (full|delta), bytes, resync of the newest accepted
         self.last_error = ""
         self.last_latency_s = float("nan")  # publisher send -> staged (wall clocks; same host only)
         self._staged: tuple[int, int, dict[str, np.ndarray], str] | None = None  # version, step, arrays, kind
@@ -602,6 +603,8 @@ class WeightSubscriber:
             self._accepted_version = version
             if header.get("kind", "full") == "full":
                 self._accepted_base_id = base_id
+        self.last_update = {"version": version, "kind": str(header.get("kind", "full")), "bytes": int(len(payload)),
+                            "resync": bool(header.get("resync"))}
         if header.get("resync"):
             self.counters["resyncs"] += 1
             self._need_resync = False
@@ -642,7 +645,8 @@ class WeightSubscriber:
         return {"endpoint": self.endpoint, "applied_version": self.applied_version, "publisher_alive": self.publisher_alive,
                 "publishers": self.publisher.status(), "counters": dict(self.counters),
                 "rejected": {k: v for k, v in self.rejected.items() if v}, "dropped": dict(self.assembler.dropped),
-                "last_error": self.last_error, "base_id": (self._accepted_base_id or "")[:16]}
+                "last_error": self.last_error, "base_id": (self._accepted_base_id or "")[:16],
+                "last_update": dict(self.last_update)}
 
     def close(self) -> None:
         self._closed.set()
