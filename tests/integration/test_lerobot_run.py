@@ -39,8 +39,9 @@ print(json.dumps({"episodes": ds.num_episodes, "frames": ds.num_frames, "fps": d
 
 def test_run_with_a_lerobot_policy_records_takeovers_and_exports(tmp_path):
     ckpt = tmp_path / "act_tiny"
-    subprocess.run([str(LEROBOT_PY), "-m", "policies.lerobot_tiny", f"out={ckpt}", "type=act"], cwd=REPO, env=ENV,
-                   check=True, capture_output=True, timeout=300)
+    built = subprocess.run([str(LEROBOT_PY), "-m", "policies.lerobot_tiny", f"out={ckpt}", "type=act"], cwd=REPO,
+                           env=ENV, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, f"building a tiny ACT failed:\n{built.stderr[-3000:]}"
     overrides = ["experiment=sim_pick_cube", "policy=lerobot", f"policy.checkpoint={ckpt}", "experiment.rounds=1",
                  "experiment.demo_episodes=2", "experiment.episodes_per_round=2", "experiment.eval_episodes=1",
                  "experiment.wandb_mode=offline", "sim.image_height=64", "sim.image_width=64",
@@ -62,8 +63,9 @@ def test_run_with_a_lerobot_policy_records_takeovers_and_exports(tmp_path):
     assert len(EpisodeStore(run_dir / "eval_store", read_only=True).episodes()) == 1
 
     out = tmp_path / "lerobot_ds"
-    subprocess.run([sys.executable, "-m", "hil_robot", "export", str(run_dir / "store"), "--format", "lerobot",
-                    "--out", str(out)], env=ENV, check=True, capture_output=True, timeout=300)
+    exported = subprocess.run([sys.executable, "-m", "hil_robot", "export", str(run_dir / "store"), "--format", "lerobot",
+                               "--out", str(out)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-2000:]
     loaded = subprocess.run([str(LEROBOT_PY), "-c", LOAD, str(out)], cwd=tmp_path, env=ENV, capture_output=True,
                             text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr[-3000:]

@@ -29,8 +29,9 @@ def obs(prompt: str = "pick up the red cube") -> dict:
 
 
 def build_tiny(kind: str, out: Path) -> Path:
-    subprocess.run([str(LEROBOT_PY), "-m", "policies.lerobot_tiny", f"out={out}", f"type={kind}"], cwd=REPO, env=ENV,
-                   check=True, capture_output=True, timeout=300)
+    proc = subprocess.run([str(LEROBOT_PY), "-m", "policies.lerobot_tiny", f"out={out}", f"type={kind}"], cwd=REPO,
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"building a tiny {kind} failed:\n{proc.stderr[-3000:]}"
     return out
 
 
