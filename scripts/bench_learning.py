@@ -12,7 +12,7 @@ Conditions (same wall-clock budget each):
     rlpd_sparse / rlpd_critic   RLPD with sparse reward / progress-critic reward
                                 (rlpd_critic needs --critic-checkpoint PATH, else it is skipped)
 
-    python scripts/bench_learning.py --quick                 # ~1-2 min spot check (tiny images, main only)
+    python scripts/bench_learning.py --quick                 # <= 1 min spot check (tiny images, main only)
     python scripts/bench_learning.py --minutes 30 --conditions main,bc,demos --json out.json
     python scripts/bench_learning.py --conditions "" --merge a/results.json,b/results.json --json out.json
                                    # conditions run separately: one table, plot and JSON for all
@@ -43,9 +43,10 @@ CONDITIONS: dict[str, list[str]] = {
     "rlpd_sparse": ["learner.algorithm=rlpd", "learner.reward=sparse", "learner.num_critics=10", "policy=rl"],
     "rlpd_critic": ["learner.algorithm=rlpd", "learner.reward=critic", "learner.num_critics=10", "policy=rl"],
 }
-QUICK = ["experiment.demo_episodes=6", "experiment.rounds=2", "experiment.episodes_per_round=3",
-         "experiment.eval_episodes=3", "sim.image_height=32", "sim.image_width=32", "learner.batch_size=16",
-         "learner.min_replay_steps=32"]
+# --quick: two rounds of the smallest sizes that still train and evaluate (<= 60 s on a loaded machine)
+QUICK = ["experiment.demo_episodes=4", "experiment.rounds=2", "experiment.episodes_per_round=2",
+         "experiment.eval_episodes=2", "sim.image_height=32", "sim.image_width=32", "sim.max_episode_steps=50",
+         "learner.batch_size=16", "learner.min_replay_steps=32"]
 
 
 def run_condition(name: str, extra: list[str], minutes: float, out_dir: Path) -> dict[str, Any]:

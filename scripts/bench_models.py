@@ -58,8 +58,9 @@ def measure_vla_infer(size: str = "cpu", head: str = "l1", threads: int = 2, hw:
             "params": int(sum(p.numel() for p in policy.model.parameters()))}
 
 
-def measure_critic_infer(batch: int = 32, threads: int = 2, hw: int = 64, n: int = 20) -> dict:
-    """Critic frame-pair scores per second through ``LocalCriticBackend.score`` (fresh default net)."""
+def measure_critic_infer(batch: int = 32, threads: int = 2, hw: int = 64, n: int = 20, n_b1: int = 20) -> dict:
+    """Critic frame-pair scores per second through ``LocalCriticBackend.score`` (fresh default net);
+    batch-1 latency over max(n, n_b1) calls."""
     from policies.critic import CriticNetConfig, LocalCriticBackend, ProgressCritic
 
     torch.set_num_threads(threads)
@@ -82,7 +83,7 @@ def measure_critic_infer(batch: int = 32, threads: int = 2, hw: int = 64, n: int
     per_s = batch * n / (time.perf_counter() - t0)
     a1, b1 = frames(1), frames(1)
     lat = []
-    for _ in range(max(n, 20)):
+    for _ in range(max(n, n_b1)):
         t = time.perf_counter()
         backend.score(a1, b1, texts[:1])
         lat.append((time.perf_counter() - t) * 1e3)
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("VLA gpu preset infer p50 on this CPU (2 thr)", "ms", m["p50_ms"]))
     rows.append(("VLA params cpu preset", "", res["vla_params_cpu"]))
     rows.append(("VLA params gpu preset", "", res["vla_params_gpu"]))
-    c = measure_critic_infer(32, 2, n=5 if args.quick else 20)
+    c = measure_critic_infer(32, 2, n=5 if args.quick else 20, n_b1=5 if args.quick else 20)
     res.update(critic_infer_per_s=c["per_s"], critic_infer_p50_ms_b1=c["p50_ms_b1"], critic_params=c["params"])
     rows.append(("critic pairs/s (batch 32, 2x64x64 cams, 2 thr)", "1/s", c["per_s"]))
     rows.append(("critic infer p50 batch 1", "ms", c["p50_ms_b1"]))
