@@ -197,12 +197,14 @@ def load(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return unflatten_state(skeleton, tensors), doc
 
 
-def record_published(run_dir: str | Path, version: int, step: int) -> None:
+def record_published(run_dir: str | Path, version: int, step: int, *, kind: str = "full", nbytes: int = 0) -> None:
     """Remember the highest version published, so a resumed learner never re-uses a version number
-    that subscribers have already seen (they reject non-increasing versions)."""
+    that subscribers have already seen (they reject non-increasing versions); also what it was
+    (``kind`` full|delta and its size in bytes)."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    _write_atomic(root / PUBLISHED, json.dumps({"version": int(version), "step": int(step), "time_s": time.time()}))
+    _write_atomic(root / PUBLISHED, json.dumps({"version": int(version), "step": int(step), "time_s": time.time(),
+                                                "kind": kind, "bytes": int(nbytes)}))
 
 
 def published_version(run_dir: str | Path) -> int:

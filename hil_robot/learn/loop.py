@@ -272,10 +272,12 @@ class Learner:
                 base, adapter = self.vla.base_numpy(), self.vla.adapter_info()
                 self.publisher.set_base(base, compute_base_id(base, adapter), adapter)
                 self._base_published = True
-            self.publisher.publish_delta(self.algo.publish_delta(), self.state.version, self.state.step)
+            info = self.publisher.publish_delta(self.algo.publish_delta(), self.state.version, self.state.step)
         else:
-            self.publisher.publish(self.algo.publish_weights(), self.state.version, self.state.step)
-        ckpt.record_published(self.run_dir, self.state.version, self.state.step)
+            info = self.publisher.publish(self.algo.publish_weights(), self.state.version, self.state.step)
+        info = info if isinstance(info, dict) else {}
+        ckpt.record_published(self.run_dir, self.state.version, self.state.step,
+                              kind="delta" if self.delta_mode else "full", nbytes=int(info.get("bytes", 0)))
 
     def save_checkpoint(self) -> Path | None:
         dist.check_in_sync(self.trainable_modules())  # collective: every rank calls save_checkpoint
