@@ -35,6 +35,12 @@ class LearnerConfig:
     checkpoint_every_updates: int = 0  # 0 = by time only
     sirius: SiriusWeights = dataclasses.field(default_factory=SiriusWeights)
     pre_intervention_k: int = 15
+    # fixed: the last pre_intervention_k autonomous steps before a takeover; estimated: per takeover,
+    # the stretch the EE (or the critic's value) had stalled for, in [min_k, max_k] (hil_robot/data/pre_intervention.py)
+    pre_intervention: str = "fixed"
+    pre_intervention_min_k: int = 3
+    pre_intervention_max_k: int = 60
+    pre_intervention_stall_m: float = 0.01  # the EE counts as stalled inside a box of this half-width
     ema_decay: float = 0.0  # BC: > 0 publishes/serves an exponential moving average of the weights (e.g. 0.998)
     advantage_beta: float = 0.0  # > 0 enables critic-advantage weights exp(A/beta)
     advantage_max_weight: float = 20.0  # clip for exp(A/beta)
@@ -112,6 +118,13 @@ class LearnerConfig:
             positive(f"learner.{k}", getattr(self, k), allow_zero=True)
         positive("learner.memory_max_steps", self.memory_max_steps)
         positive("learner.pre_intervention_k", self.pre_intervention_k, allow_zero=True)
+        choice("learner.pre_intervention", self.pre_intervention, ("fixed", "estimated"))
+        positive("learner.pre_intervention_min_k", self.pre_intervention_min_k, allow_zero=True)
+        positive("learner.pre_intervention_max_k", self.pre_intervention_max_k)
+        positive("learner.pre_intervention_stall_m", self.pre_intervention_stall_m)
+        if self.pre_intervention_min_k > self.pre_intervention_max_k:
+            raise ConfigError(f"learner.pre_intervention_min_k={self.pre_intervention_min_k} must be <= "
+                              f"learner.pre_intervention_max_k={self.pre_intervention_max_k}")
         in_range("learner.gamma", self.gamma, 0.0, 1.0)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"learner.ema_decay={self.ema_decay} must be in [0, 1) (0 = off; 0.99-0.999 typical)")

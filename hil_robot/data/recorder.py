@@ -7,6 +7,12 @@ after a non-intervention step), the last ``pre_intervention_k`` *autonomous* ste
 stays one flush interval); the relabel is applied in the writer's buffer if those steps are not
 flushed yet, else appended as a small RELABEL chunk that readers apply on load. A crash can at
 worst lose a relabel together with the steps of the same flush interval.
+
+``pre_intervention="estimated"`` derives the window per takeover from the data instead of a fixed K
+(``hil_robot/data/pre_intervention.py``: how long the end effector had stopped making progress, or
+the critic's value stalled, before the takeover), between ``pre_intervention_min_k`` and
+``pre_intervention_max_k``; the windows are stored in the episode's metadata
+(``extra["pre_intervention_windows"]``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ import collections
 import logging
 from typing import Any
 
+import numpy as np
+
+from hil_robot.data.pre_intervention import estimate_window
 from hil_robot.data.store import EpisodeStore
 from hil_robot.data.writer import EpisodeWriter, check_step_record
 from hil_robot.types import INTERVENTION_SEGMENTS, ContractError, EpisodeMeta, Segment, StepRecord
@@ -26,18 +35,38 @@ class Recorder:
     """In-process recorder. ``add(step)`` for every tick, ``end_episode(success, **meta)`` at the end.
 
     store: the EpisodeStore to write to.
-    pre_intervention_k: how many autonomous steps before a takeover become pre_intervention (0 = off).
+    pre_intervention_k: how many autonomous steps before a takeover become pre_intervention (0 = off)
+        with ``pre_intervention="fixed"``.
+    pre_intervention: fixed | estimated (the window per takeover from the run-up's states and
+        critic scores, within [pre_intervention_min_k, pre_intervention_max_k]; the EE counts as
+        stalled while it stays in a box of half-width pre_intervention_stall_m).
     defaults: metadata for every episode (task, robot, operator, ...); end_episode(**meta) overrides.
     """
 
-    def __init__(self, store: EpisodeStore, pre_intervention_k: int = 15, **defaults: Any):
+    def __init__(self, store: EpisodeStore, pre_intervention_k: int = 15, *, pre_intervention: str = "fixed",
+                 pre_intervention_min_k: int = 3, pre_intervention_max_k: int = 60,
+                 pre_intervention_stall_m: float = 0.01, **defaults: Any):
         if pre_intervention_k < 0:
             raise ContractError(f"pre_intervention_k must be >= 0, got {pre_intervention_k}")
+        if pre_intervention not in ("fixed", "estimated"):
+            raise ContractError(f"pre_intervention={pre_intervention!r}: choose fixed or estimated")
+        if not 0 <= pre_intervention_min_k <= pre_intervention_max_k:
+            raise ContractError(f"need 0 <= pre_intervention_min_k ({pre_intervention_min_k}) <= pre_intervention_max_k "
+                                f"({pre_intervention_max_k})")
+        if not pre_intervention_stall_m > 0:
+            raise ContractError(f"pre_intervention_stall_m must be > 0 metres, got {pre_intervention_stall_m}")
         self.store = store
         self.pre_intervention_k = int(pre_intervention_k)
+        self.estimated = pre_intervention == "estimated"
+        self.min_k, self.max_k, self.stall_m = int(pre_intervention_min_k), int(pre_intervention_max_k), float(pre_intervention_stall_m)
         self.defaults = defaults
         self._writer: EpisodeWriter | None = None
-        self._recent_autonomous: collections.deque[int] = collections.deque(maxlen=max(1, self.pre_intervention_k))
+        span = self.max_k if self.estimated else self.pre_intervention_k
+        self._recent_autonomous: collections.deque[int] = collections.deque(maxlen=max(1, span))
+        # estimated: the run-up's observation states and critic scores, aligned with _recent_autonomous
+        self._recent_states: collections.deque[np.ndarray | None] = collections.deque(maxlen=max(1, span))
+        self._recent_critic: collections.deque[float] = collections.deque(maxlen=max(1, span))
+        self.windows: list[int] = []  # estimated windows of the open episode, one per takeover
         self._prev_intervention = False
         self.episodes_written = 0
 
@@ -54,8 +83,27 @@ class Recorder:
         if self._writer is not None:
             raise ContractError(f"episode {self._writer.episode_id!r} is still open; call end_episode() first")
         self._writer = self.store.open_episode(episode_id, **{**self.defaults, **header})
-        self._recent_autonomous.clear()
+        self._clear_run_up()
+        self.windows = []
         self._prev_intervention = False
+
+    def _clear_run_up(self) -> None:
+        self._recent_autonomous.clear()
+        self._recent_states.clear()
+        self._recent_critic.clear()
+
+    def _window(self, step: StepRecord) -> int:
+        """How many of the recent autonomous steps become pre_intervention at this takeover."""
+        if not self.estimated:
+            return self.pre_intervention_k
+        states = list(self._recent_states) + [_state_of(step)]
+        if any(s is None for s in states):  # no state to read progress from: the fixed K
+            k = min(self.pre_intervention_k, len(self._recent_autonomous))
+        else:
+            k = estimate_window(np.stack(states), list(self._recent_critic), stall_m=self.stall_m,
+                                min_k=self.min_k, max_k=self.max_k)
+        self.windows.append(int(k))
+        return k
 
     def add(self, step: StepRecord) -> None:
         """Record one tick. The first step of a new episode (step 0) opens it automatically."""
@@ -67,14 +115,20 @@ class Recorder:
         assert self._writer is not None
         is_intervention = step.segment in INTERVENTION_SEGMENTS
         self._writer.add(step)
-        if is_intervention and not self._prev_intervention and self.pre_intervention_k > 0 and self._recent_autonomous:
-            self._writer.relabel(list(self._recent_autonomous), Segment.PRE_INTERVENTION)
-            self._recent_autonomous.clear()
+        if is_intervention and not self._prev_intervention and self._recent_autonomous and \
+                (self.estimated or self.pre_intervention_k > 0):
+            k = self._window(step)
+            if k > 0:
+                self._writer.relabel(list(self._recent_autonomous)[-k:], Segment.PRE_INTERVENTION)
+            self._clear_run_up()
         if step.segment == Segment.AUTONOMOUS:
             self._recent_autonomous.append(step.step)
+            if self.estimated:
+                self._recent_states.append(_state_of(step))
+                self._recent_critic.append(float(step.critic_progress))
         elif step.segment != Segment.PRE_INTERVENTION:
             # only an unbroken run of autonomous steps leads into a takeover
-            self._recent_autonomous.clear()
+            self._clear_run_up()
         self._prev_intervention = is_intervention
 
     def end_episode(self, success: bool, final_observation: dict[str, Any] | None = None, **meta: Any) -> EpisodeMeta:
@@ -90,6 +144,8 @@ class Recorder:
         if final_observation is not None and not isinstance(final_observation, dict):
             raise ContractError(f"final_observation must be an observation dict, got {type(final_observation).__name__}")
         writer.set_final_observation(final_observation)
+        if self.estimated and self.windows:
+            meta = {"pre_intervention_windows": list(self.windows), **meta}
         try:
             em = writer.finalize(success, **meta)
         except Exception:
@@ -127,3 +183,19 @@ class Recorder:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _state_of(step: StepRecord) -> np.ndarray | None:
+    state = step.observation.get("state") if isinstance(step.observation, dict) else None
+    if state is None:
+        return None
+    arr = np.asarray(state, np.float64).reshape(-1)
+    return arr if arr.size > 7 and np.all(np.isfinite(arr[:8])) else None
+
+
+def recorder_options(learner_cfg: Any) -> dict[str, Any]:
+    """Recorder keyword arguments from a ``LearnerConfig`` (the labelling settings live there)."""
+    return {"pre_intervention_k": learner_cfg.pre_intervention_k, "pre_intervention": learner_cfg.pre_intervention,
+            "pre_intervention_min_k": learner_cfg.pre_intervention_min_k,
+            "pre_intervention_max_k": learner_cfg.pre_intervention_max_k,
+            "pre_intervention_stall_m": learner_cfg.pre_intervention_stall_m}
