@@ -187,8 +187,9 @@ def controller(argv: list[str]) -> int:
         store_path = "none"
     elif store_path != "none":
         from hil_robot.data import EpisodeStore, Recorder
+        from hil_robot.data.recorder import recorder_options
 
-        recorder = Recorder(EpisodeStore(store_path), cfg.learner.pre_intervention_k, robot=cfg.robot.name, operator=op_name)
+        recorder = Recorder(EpisodeStore(store_path), **recorder_options(cfg.learner), robot=cfg.robot.name, operator=op_name)
     ctl = Controller(robot, policy, operator, recorder, cfg, clock=clock, on_chunk_boundary=hook)
 
     keys = None

@@ -191,7 +191,9 @@ def receive_transitions(argv: list[str]) -> int:
     t = cfg.transport
     port = t.transitions_port if opts["port"] < 0 else opts["port"]
     store = EpisodeStore(opts["store"], image_codec=opts["image_codec"])
-    recorder = Recorder(store, pre_intervention_k=opts["pre_intervention_k"])
+    from hil_robot.data.recorder import recorder_options
+
+    recorder = Recorder(store, **{**recorder_options(cfg.learner), "pre_intervention_k": opts["pre_intervention_k"]})
     receiver = TransitionReceiver(recorder, tcp_endpoint(t.bind_host, port), curve=keys_from_config(t, server=True),
                                   heartbeat_s=t.heartbeat_s, max_frame_bytes=t.max_frame_bytes)
     print(f"receiving transitions on {receiver.endpoint} into {opts['store']}", flush=True)
