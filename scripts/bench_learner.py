@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"RLPD UTD steps/s, B=256, utd=2, 2 cams {hw}x{hw}", "1/s", m["steps_per_s"],
                      f"{m['steps_per_s'] / LEROBOT_SAC[hw]:.1f}x LeRobot SAC ({LEROBOT_SAC[hw]}), "
                      f"{m['steps_per_s'] / LEROBOT_GYM_HIL_RESNET10[hw]:.1f}x gym-hil ResNet-10 ({LEROBOT_GYM_HIL_RESNET10[hw]})"))
-    m = measure_sac(None, th, 3 if args.quick else 100)
+    m = measure_sac(None, th, 2 if args.quick else 100)
     res["sac_state_updates_per_s"] = m["steps_per_s"]
     rows.append(("RLPD UTD steps/s, B=256, utd=2, state only", "1/s", m["steps_per_s"], ""))
 
