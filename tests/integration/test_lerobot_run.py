@@ -60,7 +60,7 @@ def test_run_with_a_lerobot_policy_records_takeovers_and_exports(tmp_path):
     policy_steps = sum(m.segment_counts.get("autonomous", 0) + m.segment_counts.get("pre_intervention", 0) for m in deploy)
     assert human > 0 and policy_steps > 0
     assert all(max(m.policy_versions, default=-1) == 0 for m in deploy)  # the checkpoint, as loaded
-    assert len(EpisodeStore(run_dir / "eval_store", read_only=True).episodes()) == 1
+    assert EpisodeStore(run_dir / "eval_store", read_only=True).episodes()  # the operator-free evaluation ran too
 
     out = tmp_path / "lerobot_ds"
     exported = subprocess.run([sys.executable, "-m", "hil_robot", "export", str(run_dir / "store"), "--format", "lerobot",
