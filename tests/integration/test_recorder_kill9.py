@@ -254,6 +254,6 @@ def test_recorder_sigkilled_at_random_moments_keeps_every_acknowledged_episode(t
 
 
 @pytest.mark.slow
-def test_recorder_sigkilled_over_200_trials(tmp_path):
-    stats = run_trials(tmp_path, 200, seed=10)
-    assert stats["acked_finished"] > 50 and stats["recovered"] > 10, stats
+def test_recorder_sigkilled_over_120_more_trials(tmp_path):
+    stats = run_trials(tmp_path, 120, seed=10)
+    assert stats["acked_finished"] > 30 and stats["recovered"] > 5, stats
