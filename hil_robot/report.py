@@ -27,7 +27,33 @@ EPISODE_COLUMNS = [
     "interventions",  # number of takeovers in the episode
     "human_steps",  # steps where the operator acted
     "policy_version",  # highest policy version used in the episode
-] + [f"seg_{s.value}" for s in SEGMENT_ORDER]
+] + [f"seg_{s.value}" for s in SEGMENT_ORDER] + [
+    "seed_kind",  # eval rows: fixed (the same seeds every round) | fresh (new seeds per round); else empty
+    "visual",  # appearance distribution the episode ran under: train | heldout (sim.visual)
+    "seed",  # the episode's sim seed (-1 unknown)
+]
+ROUND_COLUMNS = ["round", "wall_s", "env_steps", "learner_updates", "learner_updates_per_s"]  # + cpu_<process>
+WILSON_Z = 1.959964  # 95 % two-sided
+
+
+def wilson_interval(successes: float, n: float, z: float = WILSON_Z) -> tuple[float, float]:
+    """Wilson score interval of a success rate (``successes`` of ``n``); (nan, nan) for n = 0. Unlike
+    the normal approximation it stays inside [0, 1] and is honest at 0/n and n/n."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def format_rate(successes: float, n: float) -> str:
+    """'7/10 = 70% [40%, 89%]' (Wilson 95 %)."""
+    if n <= 0:
+        return "no episodes"
+    lo, hi = wilson_interval(successes, n)
+    return f"{successes:.0f}/{n:.0f} = {100 * successes / n:.0f}% [{100 * lo:.0f}%, {100 * hi:.0f}%]"
 
 
 class EpisodeLog:
@@ -47,7 +73,7 @@ class EpisodeLog:
         unknown = set(row) - set(EPISODE_COLUMNS)
         if unknown:
             raise ValueError(f"unknown episode log columns {sorted(unknown)}; allowed: {EPISODE_COLUMNS}")
-        self._w.writerow({k: row.get(k, 0) for k in EPISODE_COLUMNS})
+        self._w.writerow({k: row.get(k, "" if k in ("seed_kind", "visual") else 0) for k in EPISODE_COLUMNS})
         self._f.flush()
         os.fsync(self._f.fileno())
 
@@ -73,9 +99,11 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, float | str]]:
     return rows
 
 
-def round_summary(rows: Iterable[dict[str, Any]]) -> list[dict[str, float]]:
-    """Per round: eval success rate, deploy intervention rate (takeovers per episode and human-step
-    share), wall clock and env steps at the end of the round."""
+def round_summary(rows: Iterable[dict[str, Any]], round_rows: Iterable[dict[str, Any]] = ()) -> list[dict[str, float]]:
+    """Per round: eval success rate (all eval episodes, and apart on fresh and on fixed seeds, each
+    with its Wilson 95 % interval), deploy intervention rate (takeovers per episode and human-step
+    share), wall clock and env steps at the end of the round; with ``round_rows`` (metrics/rounds.csv)
+    also learner updates, updates/s and each process's CPU share."""
     by_round: dict[int, dict[str, list]] = {}
     for r in rows:
         d = by_round.setdefault(int(r["round"]), {"eval": [], "deploy": [], "wall": [], "env": []})
@@ -89,10 +117,20 @@ def round_summary(rows: Iterable[dict[str, Any]]) -> list[dict[str, float]]:
         ev, dep = d["eval"], d["deploy"]
         human = sum(float(r["human_steps"]) for r in dep)
         steps = sum(float(r["steps"]) for r in dep)
+        fresh = [r for r in ev if r.get("seed_kind") == "fresh"]
+        fixed = [r for r in ev if r.get("seed_kind") != "fresh"]  # rows from before seed_kind: fixed seeds
+        rates = {}
+        for key, group in (("eval", ev), ("eval_fresh", fresh), ("eval_fixed", fixed)):
+            k = sum(float(r["success"]) for r in group)
+            lo, hi = wilson_interval(k, len(group))
+            rates.update({f"{key}_successes": k, f"{key}_episodes": float(len(group)), f"{key}_ci_low": lo, f"{key}_ci_high": hi})
         out.append(
             {
                 "round": rnd,
                 "eval_success": _mean(float(r["success"]) for r in ev),
+                "eval_fresh_success": _mean(float(r["success"]) for r in fresh),
+                "eval_fixed_success": _mean(float(r["success"]) for r in fixed),
+                **rates,
                 "deploy_success": _mean(float(r["success"]) for r in dep),
                 "interventions_per_episode": _mean(float(r["interventions"]) for r in dep),
                 "intervention_rate": human / steps if steps else math.nan,
@@ -101,6 +139,11 @@ def round_summary(rows: Iterable[dict[str, Any]]) -> list[dict[str, float]]:
                 "policy_version": max((float(r["policy_version"]) for r in ev + dep), default=math.nan),
             }
         )
+    by_rnd = {int(r["round"]): r for r in round_rows}
+    for s in out:
+        extra = by_rnd.get(int(s["round"]))
+        if extra:
+            s.update({k: float(v) for k, v in extra.items() if k not in ("round", "wall_s", "env_steps") and v != ""})
     return out
 
 
@@ -110,15 +153,29 @@ def _mean(values: Iterable[float]) -> float:
 
 
 def format_table(summary: list[dict[str, float]]) -> str:
-    head = f"{'round':>5} {'eval succ':>9} {'deploy succ':>11} {'interv/ep':>9} {'human %':>8} {'version':>7} {'min':>6} {'env steps':>9}"
+    """The round table; below it, the last evaluated round's success with Wilson 95 % intervals."""
+    head = (f"{'round':>5} {'eval fresh':>10} {'eval fixed':>10} {'deploy succ':>11} {'interv/ep':>9} {'human %':>8} "
+            f"{'version':>7} {'min':>6} {'env steps':>9} {'updates':>8} {'upd/s':>6}")
     lines = [head, "-" * len(head)]
     for s in summary:
         lines.append(
-            f"{s['round']:>5.0f} {_pct(s['eval_success']):>9} {_pct(s['deploy_success']):>11} "
+            f"{s['round']:>5.0f} {_pct(s.get('eval_fresh_success', math.nan)):>10} "
+            f"{_pct(s.get('eval_fixed_success', s['eval_success'])):>10} {_pct(s['deploy_success']):>11} "
             f"{s['interventions_per_episode']:>9.2f} {_pct(s['intervention_rate']):>8} "
-            f"{s['policy_version']:>7.0f} {s['wall_min']:>6.1f} {s['env_steps']:>9.0f}"
+            f"{s['policy_version']:>7.0f} {s['wall_min']:>6.1f} {s['env_steps']:>9.0f} "
+            f"{_num(s.get('learner_updates', math.nan), '.0f'):>8} {_num(s.get('learner_updates_per_s', math.nan), '.2f'):>6}"
         )
+    last = next((s for s in reversed(summary) if s.get("eval_episodes", 0) > 0), None)
+    if last is not None:
+        parts = [f"{name} {format_rate(last[f'{key}_successes'], last[f'{key}_episodes'])}"
+                 for key, name in (("eval_fresh", "fresh seeds"), ("eval_fixed", "fixed seeds"), ("eval", "all"))
+                 if last.get(f"{key}_episodes", 0) > 0]
+        lines.append(f"final eval (round {last['round']:.0f}, Wilson 95%): " + "; ".join(parts))
     return "\n".join(lines)
+
+
+def _num(x: float, fmt: str) -> str:
+    return "-" if math.isnan(x) else format(x, fmt)
 
 
 def _pct(x: float) -> str:
@@ -138,14 +195,20 @@ def draw(run_dir: str | os.PathLike) -> list[Path]:
         raise FileNotFoundError(f"{run_dir}/metrics/episodes.csv is missing or empty: is {run_dir} a run directory?")
     out_dir = run_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = round_summary(rows)
+    summary = round_summary(rows, read_csv(run_dir / "metrics" / "rounds.csv"))
     written = []
 
-    # success and autonomy vs episodes (cumulative deploy episodes) and vs wall clock
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, xkey, xlabel in ((axes[0], "env_steps", "env steps"), (axes[1], "wall_min", "wall clock (min)")):
-        xs = [s[xkey] for s in summary]
+    # success and autonomy per env step, per wall-clock minute and per learner update (load slows
+    # the learner: the last panel shows the learning curve without it)
+    panels = [("env_steps", "env steps"), ("wall_min", "wall clock (min)")]
+    if any(not math.isnan(s.get("learner_updates", math.nan)) for s in summary):
+        panels.append(("learner_updates", "learner updates"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
+    for ax, (xkey, xlabel) in zip(axes, panels):
+        xs = [s.get(xkey, math.nan) for s in summary]
         ax.plot(xs, [s["eval_success"] for s in summary], "o-", label="eval success (no operator)")
+        if any(s.get("eval_fresh_episodes", 0) for s in summary):
+            ax.plot(xs, [s["eval_fresh_success"] for s in summary], "^:", label="eval, fresh seeds")
         ax.plot(xs, [1 - s["intervention_rate"] for s in summary], "s--", label="autonomy (1 - human step share)")
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel(xlabel)

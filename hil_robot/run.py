@@ -11,7 +11,13 @@ and plots of a run (``hil-robot report``).
 
 seeds the store with scripted demos, waits for the first trained weights, then runs rounds of
 deployment (policy + operator, recorded for learning) and operator-free evaluation (recorded apart,
-never trained on). Children are supervised (a crashed service is reported and restarted; one that
+never trained on). Each evaluation block runs the fixed evaluation seeds (the same every round:
+rounds compare) and ``experiment.eval_fresh_episodes`` on fresh seeds drawn per round from a seeded
+generator and never used for demos or deployment (a policy cannot overfit them), under the
+appearance distribution ``experiment.eval_visual`` (``heldout``: colours, light and camera poses
+outside the training ranges, sim/visual.py). Per round the run also samples the CPU time each
+process got (psutil) and the learner's updates/s (metrics/rounds.csv), so a loaded machine shows
+as such instead of hiding the learning curve. Children are supervised (a crashed service is reported and restarted; one that
 keeps crashing stops the run with a message), Ctrl-C or SIGTERM stops everything with all data
 flushed, and every child ends on its own if this process is killed hard (``hil_robot/procs.py``).
 
@@ -40,17 +46,22 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 from hil_robot.cli import parse_command_args
 from hil_robot.config import ConfigError, RootConfig
 from hil_robot.launch.plan import ProcessSpec, child_env
 from hil_robot.launch.supervisor import Supervisor, describe_exit
-from hil_robot.report import EpisodeLog, draw, format_table, read_csv, round_summary
+from hil_robot.report import EpisodeLog, draw, format_rate, format_table, read_csv, round_summary, wilson_interval
 from hil_robot.types import HUMAN_SEGMENTS, SEGMENT_ORDER
 
 log = logging.getLogger("hil_robot.run")
 
 RUN_OPTIONS = {"run_dir": "", "quiet": False}
 EVAL_SEED0 = 1_000_000  # evaluation seeds are the same every round, and never used for deployment
+# fresh evaluation seeds: drawn per round from a generator seeded by experiment.seed, far above the
+# demo (seed * 100_000 + 90_000 + i), deployment (seed * 100_000 + round * 1000 + i) and fixed
+# evaluation (EVAL_SEED0 + seed * 1000 + i) ranges
+FRESH_SEED_RANGE = (1 << 30, (1 << 31) - 100_000)
 
 
 class RunStopped(RuntimeError):
@@ -108,6 +119,84 @@ class _EpisodeCounter:
         return max(0, self._count() - self.start)
 
 
+def _cpu_group(name: str) -> str:
+    """Process name -> its group in the CPU shares (all controller phases are 'controller')."""
+    return "controller" if name.startswith(("deploy", "eval")) and name != "eval_policy" else name
+
+
+class CpuMeter:
+    """CPU seconds (user + system, the process and its descendants) each named group of processes
+    used, read with psutil while they run; ``take()`` turns the seconds since the last take into
+    shares of the machine (wall time x cores), plus 'other' for the rest of the machine's busy time
+    (other users' load)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.psutil = psutil
+        self.cores = psutil.cpu_count() or 1
+        self.last: dict[tuple[str, int], float] = {}  # (group, pid) -> CPU seconds at the last sample
+        self.base: dict[tuple[str, int], float] = {}  # ... at the last take
+        self.t_take = time.monotonic()
+        self.busy_take = self._busy()
+
+    def _busy(self) -> float:
+        t = self.psutil.cpu_times()
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+
+    def sample(self, group: str, pid: int) -> None:
+        try:
+            proc = self.psutil.Process(pid)
+            total = sum(proc.cpu_times()[:2])
+            for child in proc.children(recursive=True):
+                try:
+                    total += sum(child.cpu_times()[:2])
+                except self.psutil.Error:
+                    pass
+        except self.psutil.Error:
+            return  # gone since the last sample: its last reading stands
+        self.last[(group, pid)] = max(total, self.last.get((group, pid), 0.0))
+
+    def take(self) -> dict[str, float]:
+        now, busy = time.monotonic(), self._busy()
+        capacity = max(now - self.t_take, 1e-9) * self.cores
+        used: dict[str, float] = {}
+        for key, secs in self.last.items():
+            used[key[0]] = used.get(key[0], 0.0) + secs - self.base.get(key, 0.0)
+        ours = sum(used.values())
+        shares = {k: round(v / capacity, 4) for k, v in sorted(used.items(), key=lambda kv: -kv[1])}
+        if shares:
+            shares["other"] = round(max(0.0, busy - self.busy_take - ours) / capacity, 4)
+        # a one-shot child that has ended adds nothing more: forget it (no 0 % entries for it later)
+        self.last = {k: v for k, v in self.last.items() if self.psutil.pid_exists(k[1])}
+        self.base = dict(self.last)
+        self.t_take, self.busy_take = now, busy
+        return shares
+
+
+def _append_round_csv(path: Path, stats: dict[str, Any]) -> None:
+    """metrics/rounds.csv: one row per round (ROUND_COLUMNS + cpu_<group>); a new group adds a column
+    (the file is rewritten with the wider header)."""
+    import csv
+
+    from hil_robot.report import ROUND_COLUMNS
+
+    row = {k: stats[k] for k in ROUND_COLUMNS}
+    row.update({f"cpu_{k}": v for k, v in stats["cpu_share"].items()})
+    rows = []
+    if path.is_file():
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    rows.append({k: str(v) for k, v in row.items()})
+    cols = list(ROUND_COLUMNS) + sorted({k for r in rows for k in r if k not in ROUND_COLUMNS})
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, restval="")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
 class HilRun:
     """One run: its directory, ports, supervised services and the per-phase controllers."""
 
@@ -124,6 +213,9 @@ class HilRun:
         self.endpoint = {k: f"tcp://127.0.0.1:{p}" for k, p in self.ports.items()}
         self.endpoint.setdefault("eval_policy", self.endpoint["policy"])
         self.episodes = EpisodeLog(run_dir / "metrics" / "episodes.csv")
+        self.fresh_seeds = np.random.default_rng([cfg.experiment.seed, 0xE7A1])
+        self.cpu = CpuMeter()
+        self.round_stats: list[dict[str, Any]] = []
         self.seen: set[str] = set()
         self.env_steps = 0
         self.t0 = time.monotonic()
@@ -195,6 +287,9 @@ class HilRun:
                     self.check_services()
                 if count is not None:
                     bar.update_to(count())
+                for c in child.children:  # a one-shot child's CPU time can only be read while it runs
+                    if c.proc is not None and c.proc.poll() is None:
+                        self.cpu.sample(_cpu_group(name), c.proc.pid)
                 self.stop.wait(0.2)
         finally:
             bar.close()
@@ -222,15 +317,24 @@ class HilRun:
         return ["transport.subscribe_weights=true", f"transport.weights_port={self.ports['weights']}"]
 
     # ------------------------------------------------------------------ phases
-    def controller_args(self, phase: str, episodes: int, seed: int, rnd: int) -> list[str]:
+    def controller_args(self, phase: str, episodes: int, seed: int, rnd: int, tag: str = "") -> list[str]:
         policy = self.endpoint["policy" if phase == "deploy" else "eval_policy"]
         common = ["controller", f"episodes={episodes}", f"seed={seed}", f"endpoint={policy}",
                   f"realtime={'true' if self.cfg.experiment.realtime else 'false'}", "keys=false",
-                  f"summary_json={self.run_dir / 'metrics' / f'controller_r{rnd}_{phase}.json'}"]
+                  f"summary_json={self.run_dir / 'metrics' / f'controller_r{rnd}_{phase}{tag}.json'}"]
         if phase == "deploy":
             return [*common, f"operator_endpoint={self.endpoint['operator']}",
                     f"transitions={self.endpoint['transitions']}", *self.overrides]
-        return [*common, "operator=none", f"store={self.eval_store}", *self.overrides]
+        keep = [x for x in self.overrides if not x.lstrip("+").startswith("sim.visual=")]
+        return [*common, "operator=none", f"store={self.eval_store}", *keep, f"sim.visual={self.eval_visual()}"]
+
+    def eval_visual(self) -> str:
+        """The appearance distribution of the evaluation phase (experiment.eval_visual; 'same' = sim.visual)."""
+        e = self.cfg.experiment
+        return self.cfg.sim.visual if e.eval_visual == "same" else e.eval_visual
+
+    def fresh_seed(self) -> int:
+        return int(self.fresh_seeds.integers(*FRESH_SEED_RANGE))
 
     def wait_for_weights(self, min_version: int, timeout_s: float, server: str = "policy") -> int:
         """Block until the policy server *serves* ``min_version`` (the learner's first trained
@@ -266,11 +370,19 @@ class HilRun:
         except (OSError, ValueError, KeyError):
             return 0
 
+    def learner_step(self) -> float:
+        """Learner updates so far (the step of the last publish, sub-second behind); NaN before any."""
+        try:
+            return float(json.loads((self.learner_dir / "checkpoints" / "published.json").read_text())["step"])
+        except (OSError, ValueError, KeyError):
+            return math.nan
+
     def learner_rate(self) -> float:
         rows = [r for r in read_csv(self.learner_dir / "metrics.csv") if r.get("metric") == "learner/updates_per_s"]
         return float(rows[-1]["value"]) if rows else math.nan
 
-    def log_new_episodes(self, store_path: Path, phase: str, rnd: int, wait_for: int = 0, timeout_s: float = 30.0) -> list[dict]:
+    def log_new_episodes(self, store_path: Path, phase: str, rnd: int, wait_for: int = 0, timeout_s: float = 30.0,
+                         seed_kind: str = "", visual: str = "") -> list[dict]:
         """Append rows for episodes of ``store_path`` not logged yet; wait until ``wait_for`` are there
         (the recorder finalises the last streamed episode a moment after the controller exits)."""
         from hil_robot.data import EpisodeStore
@@ -294,23 +406,60 @@ class HilRun:
                    "env_steps_total": self.env_steps, "interventions": m.num_interventions,
                    "human_steps": sum(counts[s.value] for s in HUMAN_SEGMENTS if s.value != "demo"),
                    "policy_version": max(m.policy_versions, default=-1),
-                   **{f"seg_{k}": v for k, v in counts.items()}}
+                   **{f"seg_{k}": v for k, v in counts.items()},
+                   "seed_kind": seed_kind, "visual": visual or self.cfg.sim.visual,
+                   "seed": -1 if m.seed is None else int(m.seed)}
             self.episodes.write(row)
             rows.append(row)
         return rows
 
-    def progress(self, rnd: int, deploy: list[dict], evals: list[dict]) -> str:
+    def progress(self, rnd: int, deploy: list[dict], evals: list[dict], stats: dict[str, Any] | None = None) -> str:
         def rate(rows: list[dict], key: str) -> str:
             return f"{100 * sum(r[key] for r in rows) / len(rows):.0f}%" if rows else "-"
 
         steps = sum(r["steps"] for r in deploy)
         human = sum(r["human_steps"] for r in deploy)
-        learner = "learner off" if self.cfg.policy.name == "lerobot" else f"learner {self.learner_rate():.1f} upd/s"
+        ups = (stats or {}).get("learner_updates_per_s", math.nan)
+        ups = self.learner_rate() if math.isnan(ups) else ups
+        learner = "learner off" if self.cfg.policy.name == "lerobot" else f"learner {ups:.1f} upd/s"
+        fresh = [r for r in evals if r["seed_kind"] == "fresh"]
+        fixed = [r for r in evals if r["seed_kind"] != "fresh"]
+        ev = f"eval {len(evals)} eps: success {rate(evals, 'success')}"
+        if fresh:
+            ev += f" (fresh {rate(fresh, 'success')}, fixed {rate(fixed, 'success')})"
+        if evals and evals[0]["visual"] != "train":
+            ev += f", {evals[0]['visual']} visuals"
+        cpu = ""
+        if stats and stats.get("cpu_share"):
+            cpu = " | cpu " + " ".join(f"{k} {100 * v:.0f}%" for k, v in stats["cpu_share"].items())
         return (f"[round {rnd}/{self.cfg.experiment.rounds}] deploy {len(deploy)} eps: success {rate(deploy, 'success')}, "
                 f"takeovers/ep {sum(r['interventions'] for r in deploy) / max(len(deploy), 1):.2f}, "
-                f"operator steps {100 * human / max(steps, 1):.0f}% | eval {len(evals)} eps: success {rate(evals, 'success')} | "
+                f"operator steps {100 * human / max(steps, 1):.0f}% | {ev} | "
                 f"weights v{self.published_version()} | {learner} | "
-                f"{(time.monotonic() - self.t0) / 60:.1f} min, {self.env_steps} env steps")
+                f"{(time.monotonic() - self.t0) / 60:.1f} min, {self.env_steps} env steps{cpu}")
+
+    def round_end(self, rnd: int) -> dict[str, Any]:
+        """Per-round throughput and load: learner updates (total and per second this round) and the
+        share of the machine's CPU time each process got; appended to metrics/rounds.csv."""
+        if self.services is not None:
+            for c in self.services.children:
+                if c.proc is not None and c.proc.poll() is None:
+                    self.cpu.sample(_cpu_group(c.spec.name), c.proc.pid)
+        wall = time.monotonic() - self.t0
+        prev = self.round_stats[-1] if self.round_stats else {"wall_s": self._services_t - self.t0, "learner_updates": 0.0}
+        updates = self.learner_step()
+        dt = max(wall - prev["wall_s"], 1e-9)
+        prev_updates = prev["learner_updates"] if not math.isnan(prev["learner_updates"]) else 0.0
+        share = self.cpu.take()
+        stats = {"round": rnd, "wall_s": round(wall, 2), "env_steps": self.env_steps, "learner_updates": updates,
+                 "learner_updates_per_s": (updates - prev_updates) / dt if not math.isnan(updates) else math.nan,
+                 "cpu_share": share}
+        self.round_stats.append(stats)
+        _append_round_csv(self.run_dir / "metrics" / "rounds.csv", stats)
+        log.info("round %d details: learner %.0f updates (%.2f/s this round); cpu share of %d cores: %s", rnd, updates,
+                 stats["learner_updates_per_s"], self.cpu.cores,
+                 ", ".join(f"{k} {100 * v:.1f}%" for k, v in share.items()) or "n/a")
+        return stats
 
     def render_latest_eval(self) -> Path | None:
         from hil_robot.data import EpisodeStore
@@ -339,6 +488,8 @@ class HilRun:
             rows = self.log_new_episodes(self.store, "demo", 0)
             say(f"[round 0] {len(rows)} demos, {sum(r['success'] for r in rows)} successful", flush=True)
         self.start_services()
+        self._services_t = time.monotonic()
+        self.cpu.take()  # shares count from here: the demo phase is not a round
         if self.cfg.policy.name == "lerobot":
             say(LEROBOT_LEARNER_NOTE, flush=True)
         elif self.env_steps >= self.cfg.learner.min_replay_steps:  # the learner can train on the demos first
@@ -355,11 +506,17 @@ class HilRun:
                            label=f"round {rnd}/{e.rounds} deploy", store=self.store, episodes=e.episodes_per_round)
             deploy = self.log_new_episodes(self.store, "deploy", rnd, wait_for=e.episodes_per_round)
             evals: list[dict] = []
-            if e.eval_episodes:
-                self.run_child(f"eval{rnd}", self.controller_args("eval", e.eval_episodes, EVAL_SEED0 + e.seed * 1000, rnd),
-                               label=f"round {rnd}/{e.rounds} eval", store=self.eval_store, episodes=e.eval_episodes)
-                evals = self.log_new_episodes(self.eval_store, "eval", rnd, wait_for=e.eval_episodes)
-            say(self.progress(rnd, deploy, evals), flush=True)
+            fresh_seed = self.fresh_seed()  # drawn every round, so the seeds of round r do not depend on eval settings
+            for kind, n, eval_seed in (("fixed", e.eval_episodes, EVAL_SEED0 + e.seed * 1000),
+                                       ("fresh", e.eval_fresh_episodes, fresh_seed)):
+                if n:
+                    self.run_child(f"eval{rnd}_{kind}", self.controller_args("eval", n, eval_seed, rnd, tag=f"_{kind}"),
+                                   label=f"round {rnd}/{e.rounds} eval ({kind} seeds)", store=self.eval_store, episodes=n)
+                    evals += self.log_new_episodes(self.eval_store, "eval", rnd, wait_for=n, seed_kind=kind,
+                                                   visual=self.eval_visual())
+            line = self.progress(rnd, deploy, evals, self.round_end(rnd))
+            log.info("%s", line)
+            say(line, flush=True)
             if (time.monotonic() - self.t0) / 60 >= e.max_minutes:
                 say(f"wall-clock budget of {e.max_minutes:g} min reached after round {rnd}", flush=True)
                 break
@@ -367,11 +524,21 @@ class HilRun:
 
     def finish(self) -> dict[str, Any]:
         self.shutdown()
-        summary = round_summary(read_csv(self.run_dir / "metrics" / "episodes.csv"))
+        summary = round_summary(read_csv(self.run_dir / "metrics" / "episodes.csv"), read_csv(self.run_dir / "metrics" / "rounds.csv"))
+        by_round = {s["round"]: s for s in self.round_stats}
+        for s in summary:  # the per-process shares as one dict per round (rounds.csv has them flat)
+            if int(s["round"]) in by_round:
+                s["cpu_share"] = by_round[int(s["round"])]["cpu_share"]
+                for k in [k for k in s if k.startswith("cpu_") and k != "cpu_share"]:
+                    del s[k]
         plots = draw(self.run_dir) if summary else []
         video = self.render_latest_eval() if self.eval_store.exists() else None
         final = summary[-1] if summary else {}
         result = {"run_dir": str(self.run_dir), "rounds": summary, "final_eval_success": final.get("eval_success"),
+                  "final_eval_fresh_success": final.get("eval_fresh_success"),
+                  "final_eval_fixed_success": final.get("eval_fixed_success"),
+                  "final_eval_ci95": [final.get("eval_ci_low"), final.get("eval_ci_high")],
+                  "eval_visual": self.eval_visual(), "learner_updates": self.learner_step(), "cpu_cores": self.cpu.cores,
                   "final_intervention_rate": final.get("intervention_rate"), "weight_version": self.published_version(),
                   "episodes": len(self.seen), "env_steps": self.env_steps,
                   "minutes": (time.monotonic() - self.t0) / 60, "plots": [str(p) for p in plots],
@@ -432,6 +599,8 @@ def main(cfg: RootConfig, overrides: Sequence[str] = (), run_dir: str | Path | N
     run_log = logging.FileHandler(run_dir / "logs" / "run.log")  # this process's INFO lines
     run_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(run_log)
+    level = log.level
+    log.setLevel(logging.INFO)  # the round lines and their details always reach logs/run.log
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):  # stop: every child is stopped, data flushed
@@ -451,6 +620,7 @@ def main(cfg: RootConfig, overrides: Sequence[str] = (), run_dir: str | Path | N
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logging.getLogger().removeHandler(run_log)
+        log.setLevel(level)
         run_log.close()
 
 
@@ -464,29 +634,36 @@ def run(argv: list[str]) -> int:
 
 
 def evaluate(argv: list[str]) -> int:
-    """``hil-robot eval checkpoint=DIR episodes=N``: operator-free success rate of a checkpoint."""
+    """``hil-robot eval checkpoint=DIR episodes=N [visual=heldout]``: operator-free success rate of a
+    checkpoint with its Wilson 95 % interval (``visual=heldout``: appearance outside the training
+    ranges, sim/visual.py)."""
     from hil_robot.control.cli import controller
     from hil_robot.data import EpisodeStore
 
     options = {"episodes": 10, "out": "", "seed": EVAL_SEED0, "video": True}
-    opts, cfg = parse_command_args(argv, options=options, aliases={"checkpoint": "policy.checkpoint", "task": "sim.task"})
+    opts, cfg = parse_command_args(argv, options=options, aliases={"checkpoint": "policy.checkpoint", "task": "sim.task",
+                                                                            "visual": "sim.visual"})
     if cfg.policy.name == "vla" and not cfg.policy.checkpoint:
         raise ConfigError("eval needs checkpoint=DIR (a policy directory, e.g. RUN_DIR/learner/checkpoints/step_*/policy)")
     out = Path(opts["out"] or f"{cfg.experiment.run_dir}/eval-{time.strftime('%Y%m%d-%H%M%S')}")
-    rest = [a for a in _overrides(argv, options) if not a.startswith(("checkpoint=", "task="))]
-    extra = [f"policy.checkpoint={cfg.policy.checkpoint}", f"sim.task={cfg.sim.task}"]
+    rest = [a for a in _overrides(argv, options) if not a.startswith(("checkpoint=", "task=", "visual=", "sim.visual="))]
+    extra = [f"policy.checkpoint={cfg.policy.checkpoint}", f"sim.task={cfg.sim.task}", f"sim.visual={cfg.sim.visual}"]
     rc = controller([f"episodes={opts['episodes']}", f"seed={opts['seed']}", "operator=none", f"store={out / 'store'}",
                      "realtime=false", "keys=false", *extra, *rest])
     metas = EpisodeStore(out / "store", read_only=True).episodes()
     ok = sum(m.success for m in metas)
-    print(f"eval {cfg.sim.task}: {ok}/{len(metas)} successful ({100 * ok / max(len(metas), 1):.0f}%), no operator")
+    lo, hi = wilson_interval(ok, len(metas))
+    print(f"eval {cfg.sim.task}: {format_rate(ok, len(metas))} successful (Wilson 95% interval), no operator, "
+          f"{cfg.sim.visual} visuals, seeds {opts['seed']}..{opts['seed'] + len(metas) - 1}")
     if opts["video"] and metas:
         from hil_robot.data.cli import episode_frames
         from sim.video import write_mp4
 
         store = EpisodeStore(out / "store", read_only=True)
         write_mp4(episode_frames(store.read_episode(metas[-1].episode_id)), out / "eval_latest.mp4", int(round(cfg.robot.control_hz)))
-    (out / "eval.json").write_text(json.dumps({"episodes": len(metas), "successes": ok, "success_rate": ok / max(len(metas), 1)}))
+    (out / "eval.json").write_text(json.dumps({"episodes": len(metas), "successes": ok, "success_rate": ok / max(len(metas), 1),
+                                               "ci95_low": lo, "ci95_high": hi, "visual": cfg.sim.visual,
+                                               "seed": opts["seed"]}))
     return rc
 
 
@@ -498,7 +675,7 @@ def report(argv: list[str]) -> int:
         plots = draw(run_dir)
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from None
-    print(format_table(round_summary(read_csv(run_dir / "metrics" / "episodes.csv"))))
+    print(format_table(round_summary(read_csv(run_dir / "metrics" / "episodes.csv"), read_csv(run_dir / "metrics" / "rounds.csv"))))
     for p in plots:
         print(f"wrote {p}")
     return 0

@@ -15,7 +15,9 @@ class ExperimentConfig:
     demo_episodes: int = 10  # scripted-expert demos seeded into the store before round 1
     rounds: int = 5  # deployment rounds (policy + operator), each followed by an eval
     episodes_per_round: int = 10
-    eval_episodes: int = 10  # operator-free evaluation episodes after each round
+    eval_episodes: int = 10  # operator-free evaluation episodes after each round, on the fixed seeds
+    eval_fresh_episodes: int = -1  # ... plus these on fresh seeds drawn per round, never deployed on (-1: eval_episodes)
+    eval_visual: str = "train"  # appearance of evaluation: train | heldout | same (= sim.visual)
     max_minutes: float = 30.0  # wall-clock budget for the whole run
     wandb_mode: str = "offline"  # offline | online | disabled
     realtime: bool = False  # false: controllers run on a simulated clock, as fast as the sim goes
@@ -27,5 +29,9 @@ class ExperimentConfig:
             positive(f"experiment.{k}", getattr(self, k))
         positive("experiment.demo_episodes", self.demo_episodes, allow_zero=True)
         positive("experiment.eval_episodes", self.eval_episodes, allow_zero=True)
+        if self.eval_fresh_episodes == -1:
+            self.eval_fresh_episodes = self.eval_episodes
+        positive("experiment.eval_fresh_episodes", self.eval_fresh_episodes, allow_zero=True)
+        choice("experiment.eval_visual", self.eval_visual, ("train", "heldout", "same"))
         positive("experiment.max_minutes", self.max_minutes)
         choice("experiment.wandb_mode", self.wandb_mode, ("offline", "online", "disabled"))

@@ -46,7 +46,19 @@ def test_hil_run_end_to_end(tmp_path):
     assert not store.errors
     assert len(metas) == 6 + 2 * 3, [m.episode_id for m in metas]
     eval_metas = EpisodeStore(run_dir / "eval_store", read_only=True).episodes()
-    assert len(eval_metas) == 2 * 2
+    assert len(eval_metas) == 2 * (2 + 2)  # per round: the fixed seeds + as many fresh ones
+
+    # fresh evaluation seeds differ per round and from the fixed ones; both rates and the load per round
+    rows = [r for r in hil_run.read_csv(run_dir / "metrics" / "episodes.csv") if r["phase"] == "eval"]
+    fixed = {(r["round"], r["seed"]) for r in rows if r["seed_kind"] == "fixed"}
+    fresh = [r["seed"] for r in rows if r["seed_kind"] == "fresh"]
+    assert len(fixed) == 4 and len(set(fresh)) == 4 and not set(fresh) & {s for _, s in fixed}
+    assert {s for r, s in fixed if r == 1} == {s for r, s in fixed if r == 2}  # the same fixed seeds every round
+    for rnd in result["rounds"][1:]:
+        assert rnd["eval_fresh_episodes"] == 2 and rnd["eval_fixed_episodes"] == 2
+        assert rnd["learner_updates"] > 0 and rnd["learner_updates_per_s"] >= 0
+        assert rnd["cpu_share"]["learner"] > 0 and rnd["cpu_share"]["controller"] > 0, rnd["cpu_share"]
+    assert "round 2 details" in (run_dir / "logs" / "run.log").read_text()
 
     # weights were published, swapped into the policy server and used by the controller
     deploy = [m for m in metas if "demo" not in m.segment_counts]
