@@ -178,7 +178,8 @@ class WeightedBC:
         from the EMA when on — what a delta update carries."""
         names = set(self.model.delta_names())
         weights = self.ema if self.ema is not None else self.model.state_dict()
-        return {k: v.detach().cpu().numpy().copy() for k, v in weights.items() if k in names}
+        # no copy: the publisher serialises them before training continues (same thread)
+        return {k: v.detach().cpu().numpy() for k, v in weights.items() if k in names}
 
     def state_dict(self) -> dict[str, Any]:
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "num_updates": self.num_updates}
