@@ -41,12 +41,13 @@ class RecorderNode(Node):
     def __init__(self, cfg: RootConfig, name: str = "recorder") -> None:
         super().__init__(name)
         from hil_robot.data import EpisodeStore, Recorder
+        from hil_robot.data.recorder import recorder_options
 
         self.cfg = cfg
         self.p = p = declare_params(self, PARAMS)
         self.done, self.exit_code = False, 0
         self.store = EpisodeStore(p["store_path"], image_codec=p["image_codec"])
-        self.recorder = Recorder(self.store, pre_intervention_k=cfg.learner.pre_intervention_k, robot=cfg.robot.name)
+        self.recorder = Recorder(self.store, **recorder_options(cfg.learner), robot=cfg.robot.name)
         self._obs: collections.OrderedDict[int, dict[str, Any]] = collections.OrderedDict()
         self._events: collections.deque[tuple[float, dict[str, Any]]] = collections.deque()
         self._lock = threading.Lock()
