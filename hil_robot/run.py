@@ -17,9 +17,10 @@ generator and never used for demos or deployment (a policy cannot overfit them),
 appearance distribution ``experiment.eval_visual`` (``heldout``: colours, light and camera poses
 outside the training ranges, sim/visual.py). Per round the run also samples the CPU time each
 process got (psutil) and the learner's updates/s (metrics/rounds.csv), so a loaded machine shows
-as such instead of hiding the learning curve. Children are supervised (a crashed service is reported and restarted; one that
-keeps crashing stops the run with a message), Ctrl-C or SIGTERM stops everything with all data
-flushed, and every child ends on its own if this process is killed hard (``hil_robot/procs.py``).
+as such instead of hiding the learning curve. Children are supervised (a crashed service is
+reported and restarted; one that keeps crashing stops the run with a message), Ctrl-C or SIGTERM
+stops everything with all data flushed, and every child ends on its own if this process is killed
+hard (``hil_robot/procs.py``).
 
 Console: one progress bar per phase (demos, waiting for the first weights, deployment, evaluation)
 when stderr is a terminal, one line per round, warnings and errors; everything else is in
@@ -134,15 +135,23 @@ class CpuMeter:
         import psutil
 
         self.psutil = psutil
-        self.cores = psutil.cpu_count() or 1
+        # the cores this run may use (a container or taskset may allow fewer than the host has)
+        self.cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(psutil.cpu_count() or 1))
+        self.cores = len(self.cpus)
         self.last: dict[tuple[str, int], float] = {}  # (group, pid) -> CPU seconds at the last sample
         self.base: dict[tuple[str, int], float] = {}  # ... at the last take
         self.t_take = time.monotonic()
         self.busy_take = self._busy()
 
     def _busy(self) -> float:
-        t = self.psutil.cpu_times()
-        return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+        """Busy CPU seconds so far on this run's cores (all users)."""
+        per = self.psutil.cpu_times(percpu=True)
+        busy = 0.0
+        for i in self.cpus:
+            if i < len(per):
+                t = per[i]
+                busy += sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+        return busy
 
     def sample(self, group: str, pid: int) -> None:
         try:
