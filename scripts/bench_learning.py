@@ -43,8 +43,8 @@ CONDITIONS: dict[str, list[str]] = {
     "rlpd_sparse": ["learner.algorithm=rlpd", "learner.reward=sparse", "learner.num_critics=10", "policy=rl"],
     "rlpd_critic": ["learner.algorithm=rlpd", "learner.reward=critic", "learner.num_critics=10", "policy=rl"],
 }
-# --quick: two rounds of the smallest sizes that still train and evaluate (<= 60 s on a loaded machine)
-QUICK = ["experiment.demo_episodes=4", "experiment.rounds=2", "experiment.episodes_per_round=2",
+# --quick: one round of the smallest sizes that still train and evaluate (~60 s on a loaded machine)
+QUICK = ["experiment.demo_episodes=4", "experiment.rounds=1", "experiment.episodes_per_round=2",
          "experiment.eval_episodes=2", "sim.image_height=32", "sim.image_width=32", "sim.max_episode_steps=50",
          "learner.batch_size=16", "learner.min_replay_steps=32"]
 

@@ -106,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         res["vla_params_cpu"] = m["params"]
         rows.append((f"VLA cpu/l1 infer p50 ({threads} thr)", "ms", m["p50_ms"]))
         rows.append((f"VLA cpu/l1 infer p90 ({threads} thr)", "ms", m["p90_ms"]))
-    m = measure_vla_infer("cpu", "flow", 2, n=n)
+    m = measure_vla_infer("cpu", "flow", 2, n=5 if args.quick else n)  # ~0.6 s a call on a loaded machine
     res["vla_flow_infer_p50_ms"] = m["p50_ms"]
     rows.append(("VLA cpu/flow (10 steps) infer p50 (2 thr)", "ms", m["p50_ms"]))
-    m = measure_vla_infer("gpu", "l1", 2, n=max(5, n // 10))
+    m = measure_vla_infer("gpu", "l1", 2, n=3 if args.quick else max(5, n // 10))  # ~1.7 s a call loaded
     res["vla_params_gpu"] = m["params"]
     res["vla_gpu_preset_infer_p50_ms"] = m["p50_ms"]
     rows.append(("VLA gpu preset infer p50 on this CPU (2 thr)", "ms", m["p50_ms"]))
