@@ -45,7 +45,7 @@ CONDITIONS: dict[str, list[str]] = {
 }
 # --quick: one round of the smallest sizes that still train and evaluate (~60 s on a loaded machine)
 QUICK = ["experiment.demo_episodes=4", "experiment.rounds=1", "experiment.episodes_per_round=2",
-         "experiment.eval_episodes=2", "sim.image_height=32", "sim.image_width=32", "sim.max_episode_steps=50",
+         "experiment.eval_episodes=2", "experiment.eval_fresh_episodes=0", "sim.image_height=32", "sim.image_width=32", "sim.max_episode_steps=50",
          "learner.batch_size=16", "learner.min_replay_steps=32"]
 
 
@@ -57,7 +57,10 @@ def run_condition(name: str, extra: list[str], minutes: float, out_dir: Path) ->
     overrides = ["experiment=sim_pick_cube", f"experiment.max_minutes={minutes}", *rounds, *extra]
     cfg = load_config(overrides)
     t0 = time.monotonic()
-    result = hil_run.main(cfg, overrides, out_dir / name, quiet=True)
+    run_dir = out_dir / name
+    if run_dir.exists():  # a rerun must start from an empty store, not append to the last run's episodes
+        run_dir = out_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = hil_run.main(cfg, overrides, run_dir, quiet=True)
     result["bench_wall_min"] = (time.monotonic() - t0) / 60
     result["overrides"] = overrides
     return result
