@@ -313,7 +313,7 @@ def test_policy_server_survives_malformed_frames(free_port, tmp_path):
     fuzz_policy_server(QUICK_FRAMES, free_port, tmp_path)
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 def test_policy_server_survives_1e5_malformed_frames(free_port, tmp_path):
     fuzz_policy_server(SLOW_FRAMES, free_port, tmp_path)
 
@@ -378,7 +378,7 @@ def test_operator_link_survives_malformed_frames(free_port, tmp_path):
     fuzz_operator(QUICK_FRAMES, free_port, tmp_path)
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 def test_operator_link_survives_1e5_malformed_frames(free_port, tmp_path):
     fuzz_operator(SLOW_FRAMES, free_port, tmp_path)
 
@@ -471,7 +471,7 @@ def test_transition_receiver_survives_malformed_frames(free_port, tmp_path):
     fuzz_receiver(QUICK_FRAMES, free_port, tmp_path)
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 def test_transition_receiver_survives_1e5_malformed_frames(free_port, tmp_path):
     fuzz_receiver(SLOW_FRAMES, free_port, tmp_path)
 
@@ -590,7 +590,7 @@ def test_weight_subscriber_survives_malformed_updates(free_port, tmp_path):
     fuzz_weights(QUICK_FRAMES, free_port, tmp_path)
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 def test_weight_subscriber_survives_1e5_malformed_updates(free_port, tmp_path):
     fuzz_weights(SLOW_FRAMES, free_port, tmp_path)
 

@@ -253,7 +253,7 @@ def test_recorder_sigkilled_at_random_moments_keeps_every_acknowledged_episode(t
         f"kills should land both between and inside episodes: {stats}")
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 def test_recorder_sigkilled_over_120_more_trials(tmp_path):
     stats = run_trials(tmp_path, 120, seed=10)
     assert stats["acked_finished"] > 30 and stats["recovered"] > 5, stats
