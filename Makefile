@@ -10,14 +10,15 @@ RUN_ARGS ?=
 setup:
 	@bash scripts/setup.sh
 
-# Python 3.12 env for `policy=lerobot` (LeRobot ACT/SmolVLA served by our policy server); setup calls it
+# Python 3.12 env for `policy=lerobot` (LeRobot ACT/SmolVLA served by our policy server); `make test` builds it too
 lerobot-env:
 	@bash scripts/lerobot_env.sh
 
 run: setup
 	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/hil-robot run experiment=sim_pick_cube $(RUN_ARGS)
 
-test: setup
+test:
+	@HIL_ROBOT_LEROBOT=1 bash scripts/setup.sh
 	MUJOCO_GL=$${MUJOCO_GL:-egl} $(PY) -m pytest -m "not gpu and not hardware and not soak" $(PYTEST_ARGS)
 
 # the long fuzz storms (>= 10^5 malformed frames per endpoint) and crash-trial series; minutes
