@@ -276,7 +276,10 @@ class WeightPublisher:
         self._resync_link: Link | None = None
         self._resync_thread: threading.Thread | None = None
         self.resync_port = 0
-        self.resync_counters = {"requests": 0, "served": 0, "bad_requests": 0, "failed": 0}
+        self.resync_counters = {"requests": 0, "served": 0, "bad_requests": 0, "failed": 0, "throttled": 0}
+        # a resync serialises the whole model: at most one per resync_min_interval_s (requests in
+        # between are dropped and counted; subscribers ask again), so a flood costs bounded CPU
+        self.resync_min_interval_s = 1.0
         self._hb = threading.Thread(target=self._heartbeat, args=(heartbeat_s,), name="weights-pub-hb", daemon=True)
         self._hb.start()
 
@@ -313,7 +316,7 @@ class WeightPublisher:
         if not endpoint.startswith("tcp://"):
             log.warning("weight publisher on %r: no tcp endpoint, so no resync endpoint for deltas", endpoint)
             return
-        self._resync_link = ZmqLink("router", endpoint.rsplit(":", 1)[0] + ":*", curve=self._curve, hwm=16,
+        self._resync_link = ZmqLink("router", endpoint.rsplit(":", 1)[0] + ":*", curve=self._curve, hwm=2,
                                     max_frame_bytes=RESYNC_REQUEST_BYTES, heartbeat_s=self._hb_period_s)
         self.resync_port = int(self._resync_link.bound_endpoint.rsplit(":", 1)[1])
         self._resync_thread = threading.Thread(target=self._serve_resync, name="weights-resync", daemon=True)
@@ -333,6 +336,7 @@ class WeightPublisher:
     def _serve_resync(self) -> None:
         link = self._resync_link
         assert link is not None
+        last_served = -math.inf
         while not self._closed.is_set():
             got = link.recv(0.1)
             if got is None:
@@ -344,6 +348,9 @@ class WeightPublisher:
                 self.resync_counters["bad_requests"] += 1
                 continue
             self.resync_counters["requests"] += 1
+            if time.monotonic() - last_served < self.resync_min_interval_s:
+                self.resync_counters["throttled"] += 1
+                continue
             try:
                 update = self.resync_update()
                 if update is None:
@@ -353,6 +360,7 @@ class WeightPublisher:
                 msg = chunk_messages(payload, version=header["version"], step=header["step"], algo=self.algo,
                                      chunk_bytes=max(1, len(payload)), publisher=self.publisher_id, extra=extra)[0]
                 link.send(msg, peer)
+                last_served = time.monotonic()
                 self.resync_counters["served"] += 1
             except Exception as e:  # a failed reply must not end the endpoint
                 self.resync_counters["failed"] += 1

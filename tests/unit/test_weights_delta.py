@@ -139,3 +139,23 @@ def test_a_full_weights_server_refuses_deltas_by_name(bus):
     pub.publish_delta(learner.delta_numpy(), version=1, step=1)
     assert wait_for(lambda: sub.rejected["rank_mismatch"] >= 1), sub.status()
     assert "learner.finetune" in sub.last_error and sub.applied_version == 0
+
+
+def test_a_flood_of_resync_requests_costs_one_serialisation_per_interval(bus):
+    from hil_robot.transport.codec import encode
+    from hil_robot.transport.links import ZmqLink
+
+    learner, pub, _ = bus
+    pub.publish_delta(learner.delta_numpy(), version=1, step=1)
+    pub.resync_min_interval_s = 60.0
+    peer = ZmqLink("dealer", f"tcp://127.0.0.1:{pub.resync_port}")
+    try:
+        for _ in range(20):
+            peer.send(encode({"type": "resync"}))
+        peer.send([b"\x00garbage"])
+        got = peer.recv(10.0)
+        assert got is not None  # the first request is answered with base + delta
+        assert wait_for(lambda: pub.resync_counters["requests"] == 20 and pub.resync_counters["bad_requests"] == 1)
+        assert pub.resync_counters["served"] == 1 and pub.resync_counters["throttled"] == 19
+    finally:
+        peer.close()
