@@ -91,16 +91,14 @@ class ModuleTarget:
         return compute_base_id(self._numpy(False), self.adapter_info())
 
     def load_delta(self, weights: dict, version: int) -> None:
-        with torch.no_grad():
-            for k, a in weights.items():
-                self._params[k].copy_(torch.from_numpy(a))
+        for k, a in weights.items():  # numpy copies, as VLAPolicy.load_delta does on the CPU
+            np.copyto(self._params[k].detach().numpy(), a)
         self.version = version
 
     def load_weights(self, weights: dict, version: int) -> None:
-        with torch.no_grad():
-            state = self.model.state_dict()
-            for k, a in weights.items():
-                state[k].copy_(torch.from_numpy(a))
+        state = self.model.state_dict()
+        for k, a in weights.items():
+            np.copyto(state[k].detach().numpy(), a)
         self.version = version
 
 
