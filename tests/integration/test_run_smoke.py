@@ -114,7 +114,8 @@ def test_rlpd_run_serves_and_uses_the_actor_the_learner_publishes(tmp_path):
     assert "explore off" in (logs / "eval_policy.log").read_text()
     assert "weight update rejected" not in (logs / "eval_policy.log").read_text()
     evals = EpisodeStore(tmp_path / "run" / "eval_store", read_only=True).episodes()
-    assert len(evals) == 2 and all(min(m.policy_versions) >= 1 for m in evals)
+    # 2 rounds x (1 fixed-seed + 1 fresh-seed eval episode)
+    assert len(evals) == 2 * 2 and all(min(m.policy_versions) >= 1 for m in evals)
 
 
 def test_a_policy_that_cannot_load_the_learners_weights_is_refused_before_anything_starts(tmp_path):
