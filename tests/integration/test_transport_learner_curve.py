@@ -112,7 +112,7 @@ def test_curve_learner_reaches_only_authorised_subscribers(tmp_path, free_port, 
     assert ok.counters["accepted"] >= 2 and ok.applied_version >= 2
     for name in ("wrong_keys", "no_keys"):
         sub = subs[name]
-        assert sub.counters == {"updates_received": 0, "accepted": 0, "applied": 0, "bad_frames": 0}, (name, sub.status())
+        assert set(sub.counters.values()) == {0}, (name, sub.status())  # heard nothing at all: no update, delta or resync
         assert sub.applied_version == 0 and not sub.publisher.status(), (name, sub.status())
 
 
