@@ -12,29 +12,14 @@ import math
 
 import numpy as np
 
-# (a_{i-1} m, d_i m, alpha_{i-1} rad) for joints 1..7, then the flange (fixed).
-DH: tuple[tuple[float, float, float], ...] = (
-    (0.0, 0.333, 0.0),
-    (0.0, 0.0, -math.pi / 2),
-    (0.0, 0.316, math.pi / 2),
-    (0.0825, 0.0, math.pi / 2),
-    (-0.0825, 0.384, -math.pi / 2),
-    (0.0, 0.0, math.pi / 2),
-    (0.088, 0.0, math.pi / 2),
-)
-FLANGE_D_M = 0.107
-HAND_YAW_RAD = -math.pi / 4  # the hand is mounted at -45 deg about the flange z axis
-TCP_OFFSET_M = 0.1034  # flange -> point between the fingertips
+from hil_robot.kinematics import PANDA  # the one Panda DH table: robot-side FK and this sim arm use it
 
-JOINT_LIMITS_RAD: tuple[tuple[float, float], ...] = (
-    (-2.8973, 2.8973),
-    (-1.7628, 1.7628),
-    (-2.8973, 2.8973),
-    (-3.0718, -0.0698),
-    (-2.8973, 2.8973),
-    (-0.0175, 3.7525),
-    (-2.8973, 2.8973),
-)
+# (a_{i-1} m, d_i m, alpha_{i-1} rad) for joints 1..7, then the flange (fixed).
+DH: tuple[tuple[float, float, float], ...] = PANDA.dh
+FLANGE_D_M = PANDA.flange_d_m
+HAND_YAW_RAD = PANDA.hand_yaw_rad  # the hand is mounted at -45 deg about the flange z axis
+TCP_OFFSET_M = PANDA.tcp_offset_m  # flange -> point between the fingertips
+JOINT_LIMITS_RAD: tuple[tuple[float, float], ...] = PANDA.joint_limits_rad
 # Franka's "ready" pose; the sim starts from a pose solved near it (see SimWorld.home_qpos).
 READY_QPOS = (0.0, -math.pi / 4, 0.0, -3 * math.pi / 4, 0.0, math.pi / 2, math.pi / 4)
 LINK_MASS_KG = (4.97, 0.65, 3.23, 3.59, 1.23, 1.67, 0.74)
