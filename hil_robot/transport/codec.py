@@ -253,6 +253,28 @@ def decode(
     return msg
 
 
+def packb_with(obj: Any, default: Any) -> bytes:
+    """msgpack-encode one message of a foreign protocol (openpi, GR00T) with its own ``default``
+    hook for numpy values; CodecError on anything it cannot send."""
+    try:
+        return msgpack.packb(obj, default=default)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise CodecError(f"cannot encode message: {e}") from None
+
+
+def unpackb_with(data: bytes, object_hook: Any, *, max_bytes: int, what: str) -> Any:
+    """Decode one frame of a foreign protocol with its ``object_hook``; CodecError (naming ``what``)
+    on an oversized or malformed frame."""
+    if len(data) > max_bytes:
+        raise CodecError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        return msgpack.unpackb(data, object_hook=object_hook, strict_map_key=False)
+    except CodecError:
+        raise
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+        raise CodecError(f"malformed {what}: {type(e).__name__}: {e}") from None
+
+
 def error_message(request_id: Any, text: str, kind: str = "error") -> dict[str, Any]:
     """The reply every endpoint sends for a request it cannot serve."""
     rid = request_id if isinstance(request_id, (int, str)) and not isinstance(request_id, bool) else None

@@ -17,10 +17,9 @@ import json
 import re
 from typing import Any
 
-import msgpack
 import numpy as np
 
-from hil_robot.transport.codec import CodecError
+from hil_robot.transport.codec import CodecError, packb_with, unpackb_with
 
 ND_KEY, MODALITY_KEY = "__ndarray_class__", "__ModalityConfig_class__"
 
@@ -99,18 +98,8 @@ def _hook(obj: dict) -> Any:
 
 
 def packb(obj: Any) -> bytes:
-    try:
-        return msgpack.packb(obj, default=_default)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise CodecError(f"cannot encode message: {e}") from None
+    return packb_with(obj, _default)
 
 
 def unpackb(data: bytes, max_bytes: int = 256 * 1024 * 1024) -> Any:
-    if len(data) > max_bytes:
-        raise CodecError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
-    try:
-        return msgpack.unpackb(data, object_hook=_hook, strict_map_key=False)
-    except CodecError:
-        raise
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
-        raise CodecError(f"malformed GR00T message: {type(e).__name__}: {e}") from None
+    return unpackb_with(data, _hook, max_bytes=max_bytes, what="GR00T message")

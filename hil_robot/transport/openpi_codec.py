@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
 import numpy as np
 
-from hil_robot.transport.codec import CodecError
+from hil_robot.transport.codec import CodecError, packb_with, unpackb_with
 
 _ND, _NPG = b"__ndarray__", b"__npgeneric__"
 _REFUSED_KINDS = ("V", "O", "c")
@@ -67,19 +66,9 @@ def _hook(obj: dict) -> Any:
 
 def packb(obj: Any) -> bytes:
     """Encode one message (what an openpi client or server sends in a binary frame)."""
-    try:
-        return msgpack.packb(obj, default=_default)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise CodecError(f"cannot encode message: {e}") from None
+    return packb_with(obj, _default)
 
 
 def unpackb(data: bytes, max_bytes: int = 256 * 1024 * 1024) -> Any:
     """Decode one binary frame; raises CodecError on anything malformed."""
-    if len(data) > max_bytes:
-        raise CodecError(f"frame of {len(data)} bytes exceeds the limit of {max_bytes}")
-    try:
-        return msgpack.unpackb(data, object_hook=_hook, strict_map_key=False)
-    except CodecError:
-        raise
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
-        raise CodecError(f"malformed openpi frame: {type(e).__name__}: {e}") from None
+    return unpackb_with(data, _hook, max_bytes=max_bytes, what="openpi frame")
