@@ -24,6 +24,7 @@ import zmq
 
 from hil_robot.obs_mapping import ObsMapping
 from hil_robot.transport.groot_codec import MODALITY_KEY, packb, unpackb
+from hil_robot.transport.serving import BackgroundServing
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ def flatten_observation(data: Any, protocol: str) -> dict[str, Any]:
     return flat
 
 
-class GrootPolicyServer:
+class GrootPolicyServer(BackgroundServing):
+    _thread_name = "groot-server"
+
     def __init__(self, policy: Any, obs_map: ObsMapping, endpoint: str, *, api_token: str = "",
                  protocol: str = "n1.6") -> None:
         self.policy = policy
@@ -77,6 +80,7 @@ class GrootPolicyServer:
         self._sock = zmq.Context.instance().socket(zmq.REP)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.bind(endpoint)
+        self.link = self._sock  # what BackgroundServing closes (LINGER 0)
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,30 +141,5 @@ class GrootPolicyServer:
         self._sock.send(self.handle(self._sock.recv()))
         return 1
 
-    def serve_forever(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.poll_once(0.05)
-        finally:
-            self._sock.close(linger=0)
-
-    def start(self) -> "GrootPolicyServer":
-        self._thread = threading.Thread(target=self.serve_forever, name="groot-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        else:
-            self._sock.close(linger=0)
-
     def status(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "protocol": self.protocol, "counters": dict(self.counters)}
-
-    def __enter__(self) -> "GrootPolicyServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
