@@ -70,7 +70,8 @@ def test_episode_through_ros_matches_episode_without_ros(tmp_path):
     ros_store = EpisodeStore(via_ros, read_only=True)
     assert len(ros_store) == 1, "the recorder node wrote no episode:\n" + out[-5000:]
     b = ros_store.read_episode(0)
-    assert len(a) == len(b) > 5, (len(a), len(b))
+    counters = (b.meta.extra or {}).get("ros_recorder")
+    assert len(a) == len(b) > 5, (len(a), len(b), "recorder counters:", counters, out[-3000:])
     assert a.meta.success == b.meta.success and a.meta.segment_counts == b.meta.segment_counts
     assert a.meta.instruction == b.meta.instruction and a.cameras == b.cameras
     assert set(a.columns) == set(b.columns), set(a.columns) ^ set(b.columns)

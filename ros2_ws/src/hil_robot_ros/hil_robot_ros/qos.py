@@ -8,6 +8,10 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 # camera images, joint states, EE pose: the newest sample matters, a lost one does not
 SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT,
                         durability=DurabilityPolicy.VOLATILE)
+# the same streams for a consumer that must see every sample (the recorder): still best effort (so it
+# matches any sensor publisher) but with a deep reader queue, so a slow consumer under load is not overrun
+SENSOR_ARCHIVE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=64, reliability=ReliabilityPolicy.BEST_EFFORT,
+                                durability=DurabilityPolicy.VOLATILE)
 # stamped commands, policy chunks, step records: every message must arrive, in order
 COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)

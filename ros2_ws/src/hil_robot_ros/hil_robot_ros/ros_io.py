@@ -23,7 +23,7 @@ class ObservationSubscriber:
     def __init__(self, node: Any, cameras: Sequence[str], on_obs: Callable[[int, dict[str, Any]], None], *,
                  sim: bool, sync: str = "exact", joint_names: Sequence[str] = convert.DEFAULT_JOINT_NAMES,
                  callback_group: Any = None, max_skew_s: float = 0.1, newest_only: bool = True,
-                 keep: int = 16) -> None:
+                 keep: int = 16, qos: Any = None) -> None:
         self.node = node
         self.on_obs = on_obs
         self.joint_names = list(joint_names) + [convert.GRIPPER_JOINT]
@@ -34,13 +34,14 @@ class ObservationSubscriber:
                                               keep=keep)
         self.errors = 0
         cg = callback_group
-        node.create_subscription(JointState, "joint_states", self._on_joints, SENSOR_QOS, callback_group=cg)
-        node.create_subscription(PoseStamped, "ee_pose", self._on_pose, SENSOR_QOS, callback_group=cg)
+        q = SENSOR_QOS if qos is None else qos
+        node.create_subscription(JointState, "joint_states", self._on_joints, q, callback_group=cg)
+        node.create_subscription(PoseStamped, "ee_pose", self._on_pose, q, callback_group=cg)
         for cam in cameras:
-            node.create_subscription(Image, topics.image_topic(cam), self._image_cb(cam), SENSOR_QOS, callback_group=cg)
+            node.create_subscription(Image, topics.image_topic(cam), self._image_cb(cam), q, callback_group=cg)
         if sim:
-            node.create_subscription(Float32MultiArray, "sim/task_state", self._on_task_state, SENSOR_QOS, callback_group=cg)
-            node.create_subscription(String, "sim/status", self._on_status, SENSOR_QOS, callback_group=cg)
+            node.create_subscription(Float32MultiArray, "sim/task_state", self._on_task_state, q, callback_group=cg)
+            node.create_subscription(String, "sim/status", self._on_status, q, callback_group=cg)
 
     def _feed(self, part: str, stamp_ns: int, value: Any) -> None:
         done = self.assembler.add(part, stamp_ns, value)

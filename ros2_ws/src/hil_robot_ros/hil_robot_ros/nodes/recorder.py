@@ -22,7 +22,7 @@ from hil_robot.config import RootConfig
 from hil_robot_ros import convert
 from hil_robot_ros.node_base import Param, declare_params, one_of, positive, run_node
 from hil_robot_ros.obs_sync import observation_from_parts
-from hil_robot_ros.qos import LATCHED_QOS, RECORD_QOS
+from hil_robot_ros.qos import LATCHED_QOS, RECORD_QOS, SENSOR_ARCHIVE_QOS
 from hil_robot_ros.ros_io import ObservationSubscriber
 from hil_robot_ros.topic_robot import labels_to_record
 
@@ -53,7 +53,8 @@ class RecorderNode(Node):
         self._lock = threading.Lock()
         self.counters = collections.Counter()
         self.obs_sub = ObservationSubscriber(self, cfg.sim.cameras, self._on_obs, sim=p["sim"], sync=p["sync"],
-                                             callback_group=ReentrantCallbackGroup(), newest_only=False, keep=64)
+                                             callback_group=ReentrantCallbackGroup(), newest_only=False, keep=64,
+                                             qos=SENSOR_ARCHIVE_QOS)
         disk = MutuallyExclusiveCallbackGroup()
         self.create_subscription(String, "controller/step", self._on_event, RECORD_QOS, callback_group=disk)
         # latched: true once a complete observation arrived, i.e. every sensor subscription is matched;
