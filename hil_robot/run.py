@@ -248,13 +248,17 @@ class HilRun:
     def _bars(self) -> bool:
         return not self.quiet and sys.stderr.isatty()
 
-    def start_services(self) -> None:
+    def start_services(self, wait_episodes: int = 0) -> None:
+        """Start recorder, learner, policy server and operator; ``wait_episodes``: the learner loads
+        at once but builds its model only when the store holds that many episodes (the demos being
+        collected meanwhile), so its normalisation sees all of them."""
         c, o = self.cfg, self.overrides
         specs = [
             _spec("recorder", ["receive-transitions", f"store={self.store}", f"port={self.ports['transitions']}",
                                f"pre_intervention_k={c.learner.pre_intervention_k}", *o]),
             _spec("learner", ["learner", f"store={self.store}", f"run_dir={self.learner_dir}",
-                              f"endpoint=tcp://127.0.0.1:{self.ports['weights']}", "resume=true", *o]),
+                              f"endpoint=tcp://127.0.0.1:{self.ports['weights']}", "resume=true",
+                              f"wait_episodes={wait_episodes}", *o]),
             _spec("policy", ["serve-policy", f"port={self.ports['policy']}", *self.follow_weights(), *o]),
             _spec("operator", ["operator", f"port={self.ports['operator']}",
                                f"log={self.run_dir / 'metrics' / 'operator_log.jsonl'}", *o]),
@@ -489,6 +493,14 @@ class HilRun:
         e = self.cfg.experiment
         say = print
         say(f"hil_robot run {e.name}: {self.run_dir}  (logs: {self.run_dir / 'logs'})", flush=True)
+        # the services load (torch, models, sockets) while the demos are collected; the learner
+        # starts training once every demo is in the store
+        from hil_robot.data import EpisodeStore
+
+        store = EpisodeStore(self.store)  # creates the store the services open
+        have = len(store)
+        store.close()
+        self.start_services(wait_episodes=have + e.demo_episodes)
         if e.demo_episodes:
             say(f"collecting {e.demo_episodes} scripted demos ...", flush=True)
             self.run_child("demos", ["collect-demos", f"episodes={e.demo_episodes}", f"out={self.store}",
@@ -496,7 +508,6 @@ class HilRun:
                            label="demos", store=self.store, episodes=e.demo_episodes)
             rows = self.log_new_episodes(self.store, "demo", 0)
             say(f"[round 0] {len(rows)} demos, {sum(r['success'] for r in rows)} successful", flush=True)
-        self.start_services()
         self._services_t = time.monotonic()
         self.cpu.take()  # shares count from here: the demo phase is not a round
         if self.cfg.policy.name == "lerobot":

@@ -7,7 +7,9 @@
 Options (key=value or --key value): ``store`` (one or more store folders, comma-separated),
 ``run_dir``, ``endpoint`` (weight bus PUB endpoint, bound; default ``transport.bind_host`` :
 ``transport.weights_port``, with CURVE when ``transport.curve_keys_dir`` is set; ``none`` to not publish), ``resume``
-(continue from the run's latest checkpoint), ``wait_s`` (how long to wait for data); everything
+(continue from the run's latest checkpoint), ``wait_s`` (how long to wait for data),
+``wait_episodes`` (do not build the model before the stores hold this many finished episodes — so a
+learner started while demos are still being recorded fits its normalisation on all of them); everything
 else is a Hydra override (``learner.*``, ``policy.*``, ``experiment.*``).
 """
 
@@ -52,13 +54,40 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def wait_for_episodes(stores: list[str], n: int, timeout_s: float, stop: threading.Event) -> None:
+    """Block until the stores hold ``n`` finished episodes (a learner started beside a demo
+    collection): TimeoutError after ``timeout_s`` says how many there are."""
+    import time
+
+    from hil_robot.data import EpisodeStore, StoreError
+
+    def count() -> int:
+        total = 0
+        for s in stores:
+            try:
+                total += len(EpisodeStore(s, read_only=True))
+            except StoreError:  # not created yet by its writer: empty so far
+                pass
+        return total
+
+    deadline = time.monotonic() + timeout_s
+    while (have := count()) < n:
+        if stop.is_set():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the stores {stores} hold {have} finished episodes after {timeout_s:.0f} s; "
+                               f"wait_episodes={n}. Record episodes there first (hil-robot collect-demos) or lower wait_episodes")
+        time.sleep(0.2)
+    log.info("stores hold %d finished episodes (wait_episodes=%d): building the learner", have, n)
+
+
 def learner(argv: list[str]) -> int:
     from hil_robot.learn import dist
     from hil_robot.learn.loop import main
 
     opts, cfg = parse_command_args(
         argv,
-        options={"store": "", "run_dir": "", "endpoint": "", "resume": True, "wait_s": 600.0},
+        options={"store": "", "run_dir": "", "endpoint": "", "resume": True, "wait_s": 600.0, "wait_episodes": 0},
         aliases={"algorithm": "learner.algorithm", "steps": "learner.max_updates"},
     )
     stores = _stores(opts["store"], cfg)
@@ -75,9 +104,12 @@ def learner(argv: list[str]) -> int:
     else:
         curve = keys_from_config(t, server=True)
         check_bind_endpoint(endpoint, curve, t.allow_insecure)
+    stop = _stop_on_signals()
+    if int(opts["wait_episodes"]) > 0:
+        wait_for_episodes(stores, int(opts["wait_episodes"]), float(opts["wait_s"]), stop)
     try:
         summary = main(cfg, stores, opts["run_dir"] or None, endpoint=endpoint, resume=opts["resume"],
-                       stop=_stop_on_signals(), wait_for_data_s=opts["wait_s"], curve=curve)
+                       stop=stop, wait_for_data_s=opts["wait_s"], curve=curve)
         is_main = dist.is_main()
     finally:
         dist.cleanup()
