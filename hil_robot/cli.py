@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("hil_robot.data.cli:export", "export a store (--format lerobot)"),
     "render": ("hil_robot.data.cli:render", "render an episode of a store to mp4"),
     "serve-policy": ("hil_robot.transport.cli:serve_policy", "host a policy behind a zmq endpoint"),
+    "serve-critic": ("policies.critic_remote:serve_critic", "host the progress critic (critic.kind=small|vlm) behind a zmq endpoint"),
     "keys": ("hil_robot.transport.cli:keys", "generate ZMQ CURVE key pairs"),
     "receive-transitions": ("hil_robot.transport.cli:receive_transitions", "learner host: persist a remote controller's transition stream into a store"),
     "controller": ("hil_robot.control.cli:controller", "run the control loop against the sim robot"),

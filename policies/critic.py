@@ -111,8 +111,16 @@ class ProgressCritic(nn.Module):
         tf = self.text_proj(text)
         g_ab = self.pair_head(torch.cat([fa * tf, fb * tf, (fb - fa) * tf, tf], dim=1)).squeeze(1)
         g_ba = self.pair_head(torch.cat([fb * tf, fa * tf, (fa - fb) * tf, tf], dim=1)).squeeze(1)
-        done_logit = self.done_head(torch.cat([fb * tf, tf], dim=1)).squeeze(1)
-        return torch.tanh(g_ab - g_ba), done_logit
+        return torch.tanh(g_ab - g_ba), self.done_logits(fb, text)
+
+    def done_logits(self, fb: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """P(done) logit [B] of frame features ``fb`` under the instruction."""
+        tf = self.text_proj(text)
+        return self.done_head(torch.cat([fb * tf, tf], dim=1)).squeeze(1)
+
+    def encode_text(self, instructions: Sequence[str], device: torch.device | str) -> torch.Tensor:
+        """Instructions -> what ``heads`` takes as ``text`` (frozen MiniLM embeddings [B, 384])."""
+        return torch.from_numpy(embed_instructions(list(instructions))).to(device)
 
 
 # ----------------------------------------------------------------------------- backends
@@ -140,7 +148,8 @@ def stack_observations(observations: Sequence[Mapping[str, Any]]) -> dict[str, n
 
 
 class LocalCriticBackend:
-    """The trainable :class:`ProgressCritic` in this process. Thread-safe."""
+    """A critic network in this process (:class:`ProgressCritic`, or anything with its ``forward`` and
+    ``encode_text``, e.g. ``policies.critic_vlm.VLMProgressCritic``). Thread-safe."""
 
     def __init__(self, model: ProgressCritic, device: str | torch.device = "cpu", max_batch: int = 256) -> None:
         self.model = model.to(device).eval()
@@ -153,13 +162,12 @@ class LocalCriticBackend:
               instructions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         n = len(instructions)
         deltas, dones = [], []
-        text_all = embed_instructions(list(instructions))
         with self._lock:
             for s in range(0, n, self.max_batch):
                 sl = slice(s, s + self.max_batch)
                 fa = frames_to_torch({k: v[sl] for k, v in frames_a.items()}, self.device)
                 fb = frames_to_torch({k: v[sl] for k, v in frames_b.items()}, self.device)
-                delta, logit = self.model(fa, fb, torch.from_numpy(text_all[sl]).to(self.device))
+                delta, logit = self.model(fa, fb, self.model.encode_text(list(instructions[sl]), self.device))
                 deltas.append(delta.cpu().numpy())
                 dones.append(torch.sigmoid(logit).cpu().numpy())
         return np.concatenate(deltas).astype(np.float32), np.concatenate(dones).astype(np.float32)

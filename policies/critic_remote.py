@@ -106,9 +106,13 @@ class RemoteCriticBackend:
 
 
 def make_critic_backend(cfg: Any) -> Any:
-    """RootConfig -> CriticBackend: remote when ``critic.endpoint`` is set, else the local network
-    loaded from ``critic.checkpoint``."""
+    """RootConfig -> CriticBackend: remote when ``critic.endpoint`` is set, else the local network:
+    the VLM critic from ``critic.vlm_path`` for ``critic.kind=vlm``, the small one from ``critic.checkpoint``."""
     cc = cfg.critic
+    if not cc.endpoint and getattr(cc, "kind", "small") == "vlm":
+        from policies.critic_vlm import vlm_backend_from_config
+
+        return vlm_backend_from_config(cc)
     if cc.endpoint:
         from hil_robot.transport.policy_client import PolicyClient
         from hil_robot.transport.security import keys_from_config
@@ -129,7 +133,18 @@ def make_critic_backend(cfg: Any) -> Any:
 
 def critic_service(cfg: Any) -> CriticPolicyAdapter:
     """Factory for ``hil-robot serve-policy policy_factory=policies.critic_remote:critic_service
-    critic.checkpoint=DIR``: the local critic behind the policy server."""
+    critic.checkpoint=DIR`` (or ``critic.kind=vlm critic.vlm_path=DIR``): the local critic behind the
+    policy server. ``hil-robot serve-critic`` is that command line."""
     if cfg.critic.endpoint:
         raise ValueError("critic.endpoint is set: this process would forward to another server; unset it to serve")
     return CriticPolicyAdapter(make_critic_backend(cfg))
+
+
+def serve_critic(argv: list[str]) -> int:
+    """``hil-robot serve-critic [critic.kind=vlm critic.vlm_path=DIR | critic.checkpoint=DIR] [port=N]``:
+    ``serve-policy`` with the critic factory (same transport options, CURVE, ``max_seconds``)."""
+    from hil_robot.transport.cli import serve_policy
+
+    if any(a.startswith(("policy_factory=", "--policy_factory")) for a in argv):
+        raise ValueError("serve-critic sets policy_factory itself; use serve-policy to serve another factory")
+    return serve_policy(["policy_factory=policies.critic_remote:critic_service", *argv])

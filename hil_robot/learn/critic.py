@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 
 from policies.critic import CriticBackend, CriticNetConfig, ProgressCritic, score_episode
-from policies.text import embed_instructions
 
 log = logging.getLogger(__name__)
 
@@ -175,16 +174,15 @@ def critic_loss(model: ProgressCritic, sampler: PairSampler, group: Mapping[str,
                 settings: CriticTrainSettings) -> tuple[torch.Tensor, dict[str, float]]:
     feats = model.frame_features(sampler.gather(group["idx"], device))  # [N, f], each frame encoded once
     pa, pb = torch.from_numpy(group["pa"]).to(device), torch.from_numpy(group["pb"]).to(device)
-    pair_text = torch.from_numpy(embed_instructions(group["pair_text"])).to(device)
-    delta, _ = model.heads(feats[pa], feats[pb], pair_text)
+    delta, _ = model.heads(feats[pa], feats[pb], model.encode_text(group["pair_text"], device))
     target = torch.from_numpy(group["delta"]).to(device)
     w = torch.from_numpy(group["weight"]).to(device)
     delta_loss = (w * (delta - target).pow(2)).sum() / w.sum()
     # done: every frame with its own instruction, plus mismatched-instruction negatives
-    frame_text = embed_instructions(list(group["frame_text"]) + list(group["neg_text"]))
+    frame_text = model.encode_text(list(group["frame_text"]) + list(group["neg_text"]), device)
     rows = torch.from_numpy(np.r_[np.arange(len(group["idx"])), group["neg_frames"]].astype(np.int64)).to(device)
     done_t = torch.from_numpy(np.r_[group["done"], np.zeros(len(group["neg_frames"]), np.float32)]).to(device)
-    _, done_logit = model.heads(feats[rows], feats[rows], torch.from_numpy(frame_text).to(device))
+    done_logit = model.done_logits(feats[rows], frame_text)
     pos = done_t.mean().clamp(0.05, 0.95)
     done_loss = F.binary_cross_entropy_with_logits(done_logit, done_t, pos_weight=(1 - pos) / pos)
     loss = delta_loss + settings.done_loss_weight * done_loss
@@ -319,6 +317,7 @@ def collect_sim_episodes(task: str, n_success: int, n_failure: int, *, image_hw:
 
 def train_critic_cli(argv: list[str]) -> int:
     """``hil-robot train-critic store=runs/x/store out=runs/x/critic [steps=600] [holdout=0.2]``
+    (``critic.kind=vlm [critic.vlm_path=DIR]``: the VLM critic, saved in its own layout for ``critic.vlm_path``)
 
     Trains on a store's episodes (or, with ``store=sim``, on freshly rolled-out scripted-expert
     successes and failures of ``sim.task``), saves the critic checkpoint to ``out`` and prints the
@@ -351,7 +350,14 @@ def train_critic_cli(argv: list[str]) -> int:
     train = [episodes[i] for i in order[n_hold:]]
     settings = CriticTrainSettings(steps=int(opts["steps"]), episodes_per_batch=int(opts["episodes_per_batch"]), lr=float(opts["lr"]),
                                    seed=cfg.experiment.seed)
-    model, metrics = train_critic(train, settings)
+    vlm = None
+    if cfg.critic.kind == "vlm":  # policies.critic_vlm: a bare SmolVLM/Idefics3 at critic.vlm_path, or the tiny one
+        from policies.critic_vlm import VLMCriticConfig, VLMProgressCritic, load_vlm_critic
+
+        net = VLMCriticConfig(cameras=cams, image_hw=tuple(train[0].frames[f"images/{cams[0]}"].shape[1:3]))
+        vlm = (load_vlm_critic(cfg.critic.vlm_path, require_head=False, cfg=net) if cfg.critic.vlm_path
+               else VLMProgressCritic.tiny(net, seed=cfg.experiment.seed))
+    model, metrics = train_critic(train, settings, model=vlm)
     report = {"train_episodes": len(train), "heldout_episodes": len(held), "train_s": round(metrics["train_s"], 1)}
     if held:
         backend = LocalCriticBackend(model)
@@ -363,7 +369,8 @@ def train_critic_cli(argv: list[str]) -> int:
         if succ and fail:
             rates = detection_rates([s["p_done"][-1] for s in succ], np.concatenate([s["p_done"] for s in fail]))
             report.update({f"heldout_{k}": v for k, v in rates.items()})
-    out = save_critic(opts["out"], model, step=settings.steps, extra=report)
+    out = model.save_pretrained(opts["out"], extra=report) if vlm is not None else \
+        save_critic(opts["out"], model, step=settings.steps, extra=report)
     print(json.dumps(report, indent=2))
     print(f"critic saved to {Path(out)}")
     return 0
