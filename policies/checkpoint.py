@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -42,8 +42,10 @@ def _sha256(path: Path) -> str:
 
 
 def write_checkpoint(directory: str | Path, kind: str, model_config: Mapping[str, Any],
-                     tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None) -> Path:
-    """Atomically write ``directory`` with the given tensors and JSON metadata. -> the directory."""
+                     tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None,
+                     extra_files: Callable[[Path], None] | None = None) -> Path:
+    """Atomically write ``directory`` with the given tensors and JSON metadata (``extra_files(tmp)``
+    may add files, e.g. a tokenizer, to the directory before it is published). -> the directory."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -53,6 +55,8 @@ def write_checkpoint(directory: str | Path, kind: str, model_config: Mapping[str
     try:
         flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         save_file(flat, str(tmp / WEIGHTS_FILE))
+        if extra_files is not None:
+            extra_files(tmp)
         doc = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
             "model_config": dict(model_config), "weights_sha256": _sha256(tmp / WEIGHTS_FILE),
@@ -131,7 +135,8 @@ def save(directory: str | Path, policy: Any, step: int = 0, version: int | None 
     version = policy.version if version is None else int(version)
     meta = {"step": int(step), "version": version, "norm_stats": policy.model.norm.stats(),
             "params": sum(p.numel() for p in policy.model.parameters()), "extra": dict(extra or {})}
-    return write_checkpoint(directory, "vla", policy.config.to_dict(), policy.model.state_dict(), meta)
+    return write_checkpoint(directory, "vla", policy.config.to_dict(), policy.model.state_dict(), meta,
+                            extra_files=getattr(policy.model, "save_extra_files", None))
 
 
 def load(directory: str | Path, device: str | torch.device = "cpu", seed: int = 0) -> Any:
@@ -141,10 +146,18 @@ def load(directory: str | Path, device: str | torch.device = "cpu", seed: int = 
 
     doc, tensors = read_checkpoint(directory, kind="vla")
     try:
-        model_cfg = VLAModelConfig.from_dict(doc["model_config"])
-    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(doc.get("model_config"), dict) and doc["model_config"].get("arch") == "vlm":
+            from policies.vla_vlm import TOKENIZER_DIR, VLMVLAConfig, rebuild_vlm_vla
+
+            if not (Path(directory) / TOKENIZER_DIR).is_dir():
+                raise CheckpointError(f"checkpoint {directory} has no {TOKENIZER_DIR}/; a VLM VLA checkpoint is incomplete without it")
+            model = rebuild_vlm_vla(VLMVLAConfig.from_dict(doc["model_config"]), Path(directory) / TOKENIZER_DIR)
+        else:
+            model = VLAModel(VLAModelConfig.from_dict(doc["model_config"]))
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, OSError) as e:
         raise CheckpointError(f"{directory}/{CONFIG_FILE}: bad model_config ({e})") from None
-    model = VLAModel(model_cfg)
     model.load_state_dict(check_tensors(tensors, model, f"checkpoint {directory}"), strict=True)
     _check_norm_stats(doc, model, directory)
     policy = VLAPolicy(model, version=int(doc.get("version", 0)), device=device, seed=seed)

@@ -87,6 +87,13 @@ def batch_to_torch(batch: Mapping[str, Any], device: str | torch.device = "cpu")
     return out
 
 
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor as numpy on the CPU (a view when possible); bfloat16 (``policy.dtype=bf16``), which
+    numpy lacks, travels and is described as float32."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
 def next_obs_view(batch: Mapping[str, Any]) -> dict[str, Any]:
     """The ``next_*`` half of a converted batch as a model batch (same instruction)."""
     return {"images": batch["next_images"], "state": batch["next_state"], "text": batch["text"]}
@@ -101,6 +108,7 @@ def obs_to_batch(obs: Mapping[str, Any], device: str | torch.device = "cpu") -> 
         "images": images,
         "state": _tensor(obs["state"], np.float32)[None].to(device),
         "text": torch.from_numpy(embed_instructions([str(obs.get("prompt", ""))])).to(device),
+        "instruction": [str(obs.get("prompt", ""))],
     }
 
 
@@ -147,7 +155,8 @@ class VLAPolicy:
         for single in singles:
             check_images(single["images"], self.config)
         batch = {"images": {c: torch.cat([b["images"][c] for b in singles]) for c in self.config.cameras},
-                 "state": torch.cat([b["state"] for b in singles]), "text": torch.cat([b["text"] for b in singles])}
+                 "state": torch.cat([b["state"] for b in singles]), "text": torch.cat([b["text"] for b in singles]),
+                 "instruction": [s for b in singles for s in b["instruction"]]}
         with self._lock:
             was_training = self.model.training
             self.model.eval()
@@ -179,7 +188,8 @@ class VLAPolicy:
     def metadata(self) -> dict[str, Any]:
         cfg = self.config
         return {
-            "name": "vla", "head": cfg.head, "action_horizon": cfg.action_horizon, "action_dim": cfg.action_dim,
+            "name": "vla", "arch": getattr(cfg, "arch", "native"), "head": cfg.head,
+            "action_horizon": cfg.action_horizon, "action_dim": cfg.action_dim,
             "cameras": list(cfg.cameras), "image_hw": list(cfg.image_hw), "policy_version": self.version,
             "params": count_params(self.model), "norm_stats_count": int(self.model.norm.count[0].item()),
         }
@@ -187,12 +197,12 @@ class VLAPolicy:
     # ------------------------------------------------------------------ WeightUpdatable
     def weight_spec(self) -> dict[str, tuple[tuple[int, ...], str]]:
         """Every parameter and buffer (norm stats included): name -> (shape, numpy dtype)."""
-        return {k: (tuple(v.shape), str(v.detach().cpu().numpy().dtype)) for k, v in self.model.state_dict().items()}
+        return {k: (tuple(v.shape), str(to_numpy(v).dtype)) for k, v in self.model.state_dict().items()}
 
     def state_numpy(self) -> dict[str, np.ndarray]:
         """Current weights as numpy arrays (what a WeightPublisher sends)."""
         with self._lock:
-            return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+            return {k: to_numpy(v).copy() for k, v in self.model.state_dict().items()}
 
     def load_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
         """Install a full set of weights (validated here too) and report ``version`` from now on."""
@@ -215,12 +225,12 @@ class VLAPolicy:
         """Current trainable tensors (copies) — what a delta update carries."""
         names = set(self.model.delta_names())
         with self._lock:
-            return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items() if k in names}
+            return {k: to_numpy(v).copy() for k, v in self.model.state_dict().items() if k in names}
 
     def base_numpy(self) -> dict[str, np.ndarray]:
         """The frozen tensors (views on CPU, no copy): everything a delta does not carry."""
         names = set(self.model.delta_names())
-        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items() if k not in names}
+        return {k: to_numpy(v) for k, v in self.model.state_dict().items() if k not in names}
 
     def base_id(self) -> str:
         """Checksum of the frozen weights + adapter settings (``transport.weights.compute_base_id``)."""
@@ -306,12 +316,15 @@ def apply_finetune(model: VLAModel, cfg: Any) -> None:
     mode = getattr(lc, "finetune", "full")
     if mode == "full":
         return  # a LoRA/expert checkpoint is served as it was trained
+    targets = tuple(lc.lora_targets)
+    if hasattr(model, "lora_targets_for"):  # the VLM VLA reads the default list as its own projections
+        targets = model.lora_targets_for(targets)
     if model.cfg.finetune == "full":
-        model.enable_finetune(mode, lc.lora_rank, lc.lora_alpha, tuple(lc.lora_targets))
+        model.enable_finetune(mode, lc.lora_rank, lc.lora_alpha, targets)
         return
     want = {"finetune": mode}
     if mode == "lora":
-        want.update(rank=int(lc.lora_rank), alpha=float(lc.lora_alpha), targets=sorted(lc.lora_targets))
+        want.update(rank=int(lc.lora_rank), alpha=float(lc.lora_alpha), targets=sorted(targets))
     if model.adapter_info() != want:
         raise ValueError(f"the checkpoint was trained with {model.adapter_info()} but learner.finetune asks for {want}; "
                          "set learner.finetune/lora_rank/lora_alpha/lora_targets to the checkpoint's values")
@@ -334,6 +347,12 @@ def make_vla_policy(cfg: Any) -> VLAPolicy:
         apply_finetune(policy.model, cfg)
         policy.model.to(policy.device)  # new adapter parameters join the model's device
         return policy
+    if getattr(cfg.policy, "arch", "native") == "vlm":  # policy=vla_vlm: SmolVLM/Idefics3 + action expert
+        from policies.vla_vlm import make_vlm_vla_model
+
+        model = make_vlm_vla_model(cfg)
+        apply_finetune(model, cfg)
+        return VLAPolicy(model, device=device, seed=cfg.experiment.seed)
     model = VLAModel(model_config_from(cfg))
     if cfg.policy.pretrained_backbone:
         from policies.vision import load_backbone_weights

@@ -28,6 +28,9 @@ class PolicyConfig:
     flow_steps: int = 10  # Euler steps when head=flow
     augment_shift_px: int = 4  # DrQ random-shift padding while training (0 = off)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
+    arch: str = "native"  # vla only: native (policies.vla_model) | vlm (SmolVLM/Idefics3 + action expert, policies.vla_vlm)
+    vlm_path: str = ""  # arch=vlm: local save_pretrained directory of a SmolVLM/Idefics3 ("" = tiny random init)
+    dtype: str = "fp32"  # arch=vlm: VLM weights fp32 | bf16 (GPU); the action expert stays fp32
     rl_explore: bool = True  # rl only: sample from the SAC actor (exploration while deploying); false = its mean
     # foreign VLA servers (openpi, groot; docs/byo_vla.md): obs-key mapping (syntax: hil_robot/obs_mapping.py)
     obs_map: dict[str, str] = dataclasses.field(default_factory=dict)  # backend key -> our obs source
@@ -56,6 +59,8 @@ class PolicyConfig:
         choice("policy.size", self.size, ("cpu", "small", "gpu"))
         choice("policy.backbone", self.backbone, ("", "conv", "resnet18"))
         positive("policy.flow_steps", self.flow_steps)
+        choice("policy.arch", self.arch, ("native", "vlm"))
+        choice("policy.dtype", self.dtype, ("fp32", "bf16", "float32", "bfloat16"))
         positive("policy.server_timeout_s", self.server_timeout_s)
         positive("policy.native_action_dim", self.native_action_dim, allow_zero=True)
         choice("policy.lerobot_type", self.lerobot_type, ("act", "smolvla", "pi0", "pi05"))
