@@ -198,6 +198,8 @@ class VLMProgressCritic(nn.Module):
         for text in instructions:
             text = str(text)
             if text not in self._token_cache:
+                if len(self._token_cache) >= 4096:  # a served critic sees whatever strings its clients send
+                    self._token_cache.clear()
                 ids = self.tokenizer(text, truncation=True, max_length=self.cfg.max_text_tokens)["input_ids"]
                 self._token_cache[text] = list(ids) or [self.pad_token_id]
             rows.append(self._token_cache[text])
@@ -311,7 +313,7 @@ def load_vlm_critic(path: str | Path, *, require_head: bool = True, cfg: VLMCrit
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from policies.checkpoint import check_tensors
+    from policies.vla import validate_weights
 
     path = Path(path)
     where = f"critic.vlm_path={path}"
@@ -355,9 +357,11 @@ def load_vlm_critic(path: str | Path, *, require_head: bool = True, cfg: VLMCrit
         head_path = path / HEAD_FILE
         if not head_path.is_file() or _sha256(head_path) != doc.get("head_sha256"):
             raise CheckpointError(f"{where}: {HEAD_FILE} is missing or does not match the sha256 in {CRITIC_FILE}")
-        spec_model = nn.Module()  # check_tensors reads a state dict: the head part only
-        spec_model.state_dict = model.head_state_dict  # type: ignore[method-assign]
-        heads = check_tensors(load_file(str(head_path)), spec_model, f"VLM critic heads {head_path}")
+        spec = {k: (tuple(v.shape), str(v.dtype)) for k, v in model.head_state_dict().items()}
+        try:
+            heads = validate_weights(load_file(str(head_path)), spec, what=f"VLM critic heads {head_path}")
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
         model.load_state_dict(heads, strict=False)
     return model.to(device=device, dtype=DTYPES[dtype]).eval()
 

@@ -130,6 +130,11 @@ def test_local_path_round_trip_and_load_errors(model, tmp_path):
         load_vlm_critic(tmp_path / "bare")
     fresh = load_vlm_critic(tmp_path / "bare", require_head=False, cfg=CFG)  # a starting point for training
     assert fresh.frame_len == model.frame_len
+    doc = json.loads((out / "critic.json").read_text())
+    doc["critic_config"]["head_hidden"] = 16  # heads from another config
+    (out / "critic.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match=r"progress_head.1.weight has shape \(32, 64\), the model needs \(16, 64\)"):
+        load_vlm_critic(out)
     (out / HEAD_FILE).write_bytes((out / HEAD_FILE).read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(CheckpointError, match="does not match the sha256"):
         load_vlm_critic(out)
