@@ -4,8 +4,8 @@ learner updates/s of our VLA with full / LoRA / expert fine-tuning.
 
 * The transport model: a transformer stack built from torch modules (d=1024, 36 layers of
   q/k/v/o + 4x MLP Linear layers: ~453 M parameters, fp32 ~1.8 GB; random init, it is a transport
-  benchmark) with peft LoRA r=16 on every attention/MLP Linear. ``--quick`` uses 12 layers of
-  d=768 (~85 M); every row names the model size.
+  benchmark) with peft LoRA r=16 on every attention/MLP Linear. ``--quick`` uses 8 layers of
+  d=768 (~57 M) and one torch thread; every row names the model size.
 * Staleness = ``publish`` called on the learner side -> the subscriber's owner has *installed* the
   update (``apply_pending`` at its boundary, polled every 1 ms): serialisation, checksum, chunking,
   loopback transfer, assembly, validation (shapes, finite) and the copy into the model. Publisher
@@ -206,12 +206,14 @@ def bench_learner(n_updates: int, rank: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="~85 M model, fewer repetitions (<= ~60 s)")
+    ap.add_argument("--quick", action="store_true", help="~57 M model, fewer repetitions, 1 thread (<= ~60 s)")
     ap.add_argument("--json", default="", help="write the metrics as a flat JSON object here")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default 2, --quick 1: two threads on a "
+                                                            "loaded 2-core machine wait at every op's barrier)")
     args = ap.parse_args()
+    args.threads = args.threads or (1 if args.quick else 2)
     torch.set_num_threads(args.threads)
-    d, layers = (768, 12) if args.quick else (1024, 36)
+    d, layers = (768, 8) if args.quick else (1024, 36)
     rank = 16
     res = bench_transport(d, layers, rank, n_delta=10 if args.quick else 30, n_full=2 if args.quick else 3)
     res.update(bench_learner(1 if args.quick else 8, rank))

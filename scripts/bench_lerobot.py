@@ -120,8 +120,11 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=100, help="requests per measurement")
     ap.add_argument("--inprocess", nargs=3, metavar=("KIND", "CKPT", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.inprocess:  # child mode, in the LeRobot env
+    if args.inprocess:  # child mode, in the LeRobot env: build the tiny checkpoint, then time it
         kind, ckpt, n = args.inprocess
+        from policies.lerobot_tiny import build_tiny
+
+        build_tiny(kind, ckpt)
         print(json.dumps(inprocess(kind, ckpt, int(n))))
         return 0
     if not LEROBOT_PY.is_file():
@@ -133,8 +136,6 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_lerobot_") as tmp:
         for kind in kinds:
             ckpt = Path(tmp) / kind
-            subprocess.run([str(LEROBOT_PY), "-m", "policies.lerobot_tiny", f"out={ckpt}", f"type={kind}"], cwd=REPO,
-                           env=ENV, check=True, capture_output=True, timeout=600)
             child = subprocess.run([str(LEROBOT_PY), __file__, "--inprocess", kind, str(ckpt), str(n)], cwd=REPO, env=ENV,
                                    check=True, capture_output=True, text=True, timeout=600)
             res = json.loads(child.stdout.strip().splitlines()[-1])

@@ -99,25 +99,28 @@ def main(argv: list[str] | None = None) -> int:
     n = 20 if args.quick else 100
     rows: list[tuple[str, str, float]] = []
     res: dict[str, float] = {}
-    for threads in (2, 1):
+    # --quick: one thread everywhere (two threads on a loaded 2-core machine wait at every op's
+    # barrier: 159 s at load 5.9); the full run measures 2 and 1
+    th = 1 if args.quick else 2
+    for threads in ((1,) if args.quick else (2, 1)):
         m = measure_vla_infer("cpu", "l1", threads, n=n)
         key = "vla_infer_p50_ms" if threads == 2 else "vla_infer_p50_ms_1thread"
         res[key] = m["p50_ms"]
         res["vla_params_cpu"] = m["params"]
         rows.append((f"VLA cpu/l1 infer p50 ({threads} thr)", "ms", m["p50_ms"]))
         rows.append((f"VLA cpu/l1 infer p90 ({threads} thr)", "ms", m["p90_ms"]))
-    m = measure_vla_infer("cpu", "flow", 2, n=5 if args.quick else n)  # ~0.6 s a call on a loaded machine
+    m = measure_vla_infer("cpu", "flow", th, n=5 if args.quick else n)  # ~0.6 s a call on a loaded machine
     res["vla_flow_infer_p50_ms"] = m["p50_ms"]
-    rows.append(("VLA cpu/flow (10 steps) infer p50 (2 thr)", "ms", m["p50_ms"]))
-    m = measure_vla_infer("gpu", "l1", 2, n=3 if args.quick else max(5, n // 10))  # ~1.7 s a call loaded
+    rows.append((f"VLA cpu/flow (10 steps) infer p50 ({th} thr)", "ms", m["p50_ms"]))
+    m = measure_vla_infer("gpu", "l1", th, n=3 if args.quick else max(5, n // 10))  # ~1.7 s a call loaded
     res["vla_params_gpu"] = m["params"]
     res["vla_gpu_preset_infer_p50_ms"] = m["p50_ms"]
-    rows.append(("VLA gpu preset infer p50 on this CPU (2 thr)", "ms", m["p50_ms"]))
+    rows.append((f"VLA gpu preset infer p50 on this CPU ({th} thr)", "ms", m["p50_ms"]))
     rows.append(("VLA params cpu preset", "", res["vla_params_cpu"]))
     rows.append(("VLA params gpu preset", "", res["vla_params_gpu"]))
-    c = measure_critic_infer(32, 2, n=5 if args.quick else 20, n_b1=5 if args.quick else 20)
+    c = measure_critic_infer(32, th, n=5 if args.quick else 20, n_b1=5 if args.quick else 20)
     res.update(critic_infer_per_s=c["per_s"], critic_infer_p50_ms_b1=c["p50_ms_b1"], critic_params=c["params"])
-    rows.append(("critic pairs/s (batch 32, 2x64x64 cams, 2 thr)", "1/s", c["per_s"]))
+    rows.append((f"critic pairs/s (batch 32, 2x64x64 cams, {th} thr)", "1/s", c["per_s"]))
     rows.append(("critic infer p50 batch 1", "ms", c["p50_ms_b1"]))
     rows.append(("critic params", "", c["params"]))
     width = max(len(r[0]) for r in rows)
