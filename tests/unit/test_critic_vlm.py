@@ -184,3 +184,33 @@ def test_training_on_sim_episodes_lowers_the_loss_and_drives_the_tracker():
     infos = [tracker.step(o) for o in obs[1:]]
     assert all(0.0 <= i["value"] <= 1.0 and -1.0 <= i["reward"] <= 1.0 for i in infos)
     assert stack_observations(obs[:2])["state"].shape == (2, 15)
+
+
+def test_bfloat16_by_config_stays_close_and_exactly_antisymmetric(model, tmp_path):
+    model.save_pretrained(tmp_path / "vlm")
+    be16 = make_critic_backend(load_config(["critic.kind=vlm", f"critic.vlm_path={tmp_path / 'vlm'}",
+                                            "critic.dtype=bfloat16"]))
+    assert be16.model.dtype == torch.bfloat16 and be16.model.backbone.dtype == torch.bfloat16
+    rng = np.random.default_rng(5)
+    a, b = frames(rng, 4), frames(rng, 4)
+    want, got = VLMCriticBackend(model).score(a, b, TEXTS[:4]), be16.score(a, b, TEXTS[:4])
+    assert got[0].dtype == got[1].dtype == np.float32
+    np.testing.assert_allclose(got[0], want[0], atol=5e-3)
+    np.testing.assert_allclose(got[1], want[1], atol=5e-3)
+    np.testing.assert_array_equal(be16.score(b, a, TEXTS[:4])[0], -got[0])
+    np.testing.assert_array_equal(be16.score(a, a, TEXTS[:4])[0], np.zeros(4, np.float32))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bfloat16_matches_cpu(model, tmp_path):
+    model.save_pretrained(tmp_path / "vlm")
+    be = make_critic_backend(load_config(["critic.kind=vlm", f"critic.vlm_path={tmp_path / 'vlm'}",
+                                          "critic.dtype=bfloat16", "critic.device=cuda"]))
+    assert next(be.model.parameters()).is_cuda
+    rng = np.random.default_rng(6)
+    a, b = frames(rng, 4), frames(rng, 4)
+    want, got = VLMCriticBackend(model).score(a, b, TEXTS[:4]), be.score(a, b, TEXTS[:4])
+    np.testing.assert_allclose(got[0], want[0], atol=1e-2)
+    np.testing.assert_allclose(got[1], want[1], atol=1e-2)
+    np.testing.assert_array_equal(be.score(b, a, TEXTS[:4])[0], -got[0])
