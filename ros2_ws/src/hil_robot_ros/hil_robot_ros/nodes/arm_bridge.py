@@ -75,6 +75,7 @@ class ArmBridgeNode(LifecycleNode):
         self.target: tuple[np.ndarray, np.ndarray] | None = None
         self.last_cmd_s = -np.inf
         self.estopped = False
+        self.estopped_at_ns = 0  # node-clock stamp of the latest e-stop; every command stamped later is a hold
         self.commands_out = 0
         self._group = MutuallyExclusiveCallbackGroup()
         if self.p["autostart"]:
@@ -192,6 +193,7 @@ class ArmBridgeNode(LifecycleNode):
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data and not self.estopped:
+            self.estopped_at_ns = self._stamp()
             self.estopped = True
             self.get_logger().warning("E-STOP: holding the arm until estop/reset")
             self._hold()
