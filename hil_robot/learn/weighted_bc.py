@@ -171,7 +171,9 @@ class WeightedBC:
     # ------------------------------------------------------------------ state
     def publish_weights(self) -> dict[str, np.ndarray]:
         weights = self.ema if self.ema is not None else self.model.state_dict()
-        return {k: v.detach().cpu().numpy().copy() for k, v in weights.items()}
+        # bfloat16 weights (policy.dtype=bf16) travel as float32: numpy has no bfloat16
+        return {k: (v.detach().cpu().float() if v.dtype == torch.bfloat16 else v.detach().cpu()).numpy().copy()
+                for k, v in weights.items()}
 
     def publish_delta(self) -> dict[str, np.ndarray]:
         """Only the trainable tensors (learner.finetune=lora|expert: LoRA A/B or the action expert),

@@ -257,3 +257,14 @@ def test_bf16_keeps_the_vlm_in_bfloat16_and_the_expert_in_float32():
     assert all(state[k].dtype == np.dtype(spec[k][1]) for k in spec) and state and policy.base_id()
     policy.load_weights(state, version=2)
     assert policy.version == 2 and model.vlm.get_input_embeddings().weight.dtype == torch.bfloat16
+    full = tiny_model(dtype="bf16")  # full fine-tuning: the learner publishes the bf16 base too
+    cfg = load_config(OVERRIDES)
+    algo = WeightedBC(cfg.learner, VLAPolicy(full), "cpu")
+    algo.update(replay_batch(4))
+    published = algo.publish_weights()
+    assert published["vlm.text_model.embed_tokens.weight"].dtype == np.float32
+    served = VLAPolicy(tiny_model(dtype="bf16"))
+    served.load_weights(published, version=1)
+    for k, v in served.model.state_dict().items():  # float32 on the wire, back to each tensor's own dtype
+        torch.testing.assert_close(v, torch.from_numpy(published[k]).to(v.dtype), rtol=0, atol=0)
+    assert served.model.vlm.get_input_embeddings().weight.dtype == torch.bfloat16
