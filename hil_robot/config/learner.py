@@ -88,6 +88,15 @@ class LearnerConfig:
     rl_drq_pad: int = 4  # DrQ random-shift padding in pixels (0 = off)
     rl_backup_entropy: bool = True
     rl_grad_clip: float = 0.0  # 0 = off
+    rl_bc_weight: float = 0.0  # actor: + this x BC loss on demo+intervention samples (0 = pure SAC)
+    rl_bc_q_filter: bool = True  # BC only where the critic rates the recorded action above the actor's
+    critic_online_ensemble: int = 2  # reward=critic_online: progress critics trained on the run's episodes
+    critic_online_penalty: float = 1.0  # reward = mean Δ - this x ensemble std of Δ
+    critic_online_success_bonus: float = 1.0  # + this where every member's P(done | next obs) > threshold
+    critic_online_done_threshold: float = 0.75  # ... which is also the TD terminal
+    critic_online_warmup_steps: int = 200  # critic steps per member before the first RL update
+    critic_online_steps: int = 20  # critic steps per member each round ...
+    critic_online_train_every_s: float = 15.0  # ... this often
 
     def __post_init__(self) -> None:
         choice("learner.algorithm", self.algorithm, ("weighted_bc", "bc", "rlpd"))
@@ -102,7 +111,8 @@ class LearnerConfig:
             raise ConfigError(f"learner.finetune={self.finetune} fine-tunes the VLA with weighted BC; use "
                               "learner.algorithm=weighted_bc|bc, or learner.finetune=full with rlpd")
         choice("learner.memory_strategy", self.memory_strategy, ("fifo", "filo", "lifo_intervention", "mifo_intervention"))
-        choice("learner.reward", self.reward, ("sparse", "critic"))
+        choice("learner.reward", self.reward, ("sparse", "critic", "critic_online"))
+        in_range("learner.critic_online_done_threshold", self.critic_online_done_threshold, 0.0, 1.0)
         choice("learner.device", self.device, ("auto", "cpu", "cuda"))
         choice("learner.rl_obs", self.rl_obs, ("state", "image"))
         choice("learner.rl_actor", self.rl_actor, ("standalone", "residual"))
@@ -111,10 +121,12 @@ class LearnerConfig:
             choice("learner.rl_cameras[]", cam, ("front", "wrist"))
         for k in ("batch_size", "lr", "publish_every_updates", "publish_every_s", "checkpoint_every_s",
                   "num_critics", "utd_ratio", "rl_critic_subsample", "rl_encoder_channels", "rl_latent_dim",
-                  "refresh_every_s", "log_every_s", "advantage_max_weight"):
+                  "refresh_every_s", "log_every_s", "advantage_max_weight", "critic_online_ensemble",
+                  "critic_online_train_every_s"):
             positive(f"learner.{k}", getattr(self, k))
         for k in ("max_updates", "max_minutes", "min_replay_steps", "num_threads", "checkpoint_every_updates",
-                  "rl_drq_pad", "rl_gripper_penalty", "advantage_beta", "rl_grad_clip", "rl_residual_scale"):
+                  "rl_drq_pad", "rl_gripper_penalty", "advantage_beta", "rl_grad_clip", "rl_residual_scale", "rl_bc_weight",
+                  "critic_online_penalty", "critic_online_success_bonus", "critic_online_warmup_steps", "critic_online_steps"):
             positive(f"learner.{k}", getattr(self, k), allow_zero=True)
         positive("learner.memory_max_steps", self.memory_max_steps)
         positive("learner.pre_intervention_k", self.pre_intervention_k, allow_zero=True)

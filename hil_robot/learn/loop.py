@@ -51,7 +51,9 @@ def sample_rlpd(replay: Any, n: int, demo_fraction: float, rng: np.random.Genera
     elif buf.view_size("online") == 0:
         n_off = n
     if n_off in (0, n):
-        return replay.sample(n, 1, view="offline" if n_off else "online", rng=rng)
+        batch = replay.sample(n, 1, view="offline" if n_off else "online", rng=rng)
+        batch["is_offline"] = np.full(n, 1.0 if n_off else 0.0, np.float32)
+        return batch
     return mix_batches(replay.sample(n_off, 1, view="offline", rng=rng), replay.sample(n - n_off, 1, view="online", rng=rng))
 
 
@@ -131,6 +133,8 @@ class Learner:
         self._reward_cache: dict[tuple[int, int, int], float] = {}
         self.reward_cache_stats = {"hits": 0, "scored": 0}
         self.vla = None  # the VLA policy (weighted BC trains it; residual RLPD acts on top of it)
+        self.online_critic = None  # reward=critic_online: critics trained on this run's episodes
+        self._critic_metrics: dict[str, float] = {}
         resumed_state = resumed_meta = None
         if last is not None:
             resumed_state, resumed_meta = ckpt.load(last)
@@ -239,6 +243,14 @@ class Learner:
         self.reward_cache_stats["hits"] += len(keys) - len(missing)
         return np.array([cache[k] for k in keys], np.float32)
 
+    def _online_critic(self) -> Any:
+        if self.online_critic is None:
+            from hil_robot.learn.online_critic import OnlineCritic
+
+            self.online_critic = OnlineCritic(self.cfg.learner, self.replay.buffer, self.device)
+        self._critic_metrics = self.online_critic.maybe_train()
+        return self.online_critic
+
     def _advantage_fn(self) -> Callable | None:
         if self.cfg.learner.advantage_beta <= 0:
             return None
@@ -253,6 +265,8 @@ class Learner:
                 add_base_actions(batch, self.vla)
             if lc.reward == "critic":
                 batch["reward"] = self.critic_rewards(batch)
+            elif lc.reward == "critic_online":
+                batch = self._online_critic().relabel(batch)
             return batch
         return self.replay.sample(self.per_rank_batch, self._horizon(), view="bc", rng=self.sample_rng)
 
@@ -326,6 +340,8 @@ class Learner:
                         log.info("replay: %d episodes, %d steps", self.replay.num_episodes, self.replay.num_steps)
                     last_refresh = now
                 metrics = self.algo.update(self.sample())
+                if self.online_critic is not None and self._critic_metrics:
+                    metrics = {**metrics, **self._critic_metrics}
                 self.state.step += 1
                 updates_since_pub += 1
                 updates_since_ckpt += 1

@@ -85,12 +85,14 @@ def to_torch(batch: Mapping[str, Any], device: torch.device) -> dict[str, torch.
 def mix_batches(offline: Mapping[str, Any], online: Mapping[str, Any]) -> dict[str, Any]:
     """RLPD's symmetric sampling: concatenate a demo+intervention batch and an online batch of the
     same size (``update`` shuffles before splitting into UTD minibatches). Keys missing from either
-    side are dropped."""
-    keys = [k for k in offline if k in online]
+    side are dropped. Adds ``is_offline`` float32 [B] (1 on the demo+intervention rows)."""
+    keys = [k for k in offline if k in online and k != "is_offline"]
     out: dict[str, Any] = {}
     for k in keys:
         a, b = offline[k], online[k]
         out[k] = list(a) + list(b) if isinstance(a, list) else np.concatenate([a, b], axis=0)
+    n_off, n_on = len(offline["reward"]), len(online["reward"])
+    out["is_offline"] = np.r_[np.ones(n_off, np.float32), np.zeros(n_on, np.float32)]
     return out
 
 
@@ -122,11 +124,20 @@ class _ActorLoss(nn.Module):
         self.actor = actor
         self._critic = [critic]  # a list: not a registered submodule
 
-    def forward(self, actor_in, feat, base, alpha, residual_scale):
+    def forward(self, actor_in, feat, base, alpha, residual_scale, bc_action=None, bc_mask=None, bc_weight=0.0):
         a, log_prob = self.actor(actor_in)
         total = compose_action(a, base, residual_scale)
         q = self._critic[0](feat, total).mean(0)
-        return (alpha * log_prob - q).mean(), log_prob
+        loss = (alpha * log_prob - q).mean()
+        bc = torch.zeros((), device=loss.device)
+        if bc_weight > 0 and bc_mask is not None and bool(bc_mask.any()):
+            # BC on the recorded (demo / operator) actions: the actor's mean action against them,
+            # in units of the Q scale so the weight means the same at any reward scale
+            mean_a = compose_action(self.actor(actor_in, deterministic=True)[0], base, residual_scale)
+            err = (mean_a - bc_action).pow(2).sum(-1)
+            bc = (err * bc_mask).sum() / bc_mask.sum().clamp_min(1.0)
+            loss = loss + bc_weight * q.detach().abs().mean().clamp_min(1e-2) * bc
+        return loss, log_prob, bc
 
 
 class _Temperature(nn.Module):
@@ -229,7 +240,7 @@ class RLPD:
             mb = {key: v[idx] for key, v in b.items()}
             feat, base, critic_metrics = self._update_critic(mb)
         metrics.update(critic_metrics)
-        metrics.update(self._update_actor(feat.detach(), base))
+        metrics.update(self._update_actor(feat.detach(), base, mb))
         self.num_updates += 1
         metrics["rlpd/updates"] = float(self.num_updates)
         return metrics
@@ -281,10 +292,29 @@ class RLPD:
             metrics["rlpd/gripper_toggle_frac"] = float(toggles.mean())
         return feat, base, metrics
 
-    def _update_actor(self, feat: torch.Tensor, base: torch.Tensor | None) -> dict[str, float]:
+    def _bc_mask(self, feat: torch.Tensor, base: torch.Tensor | None, mb: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """Which samples the actor imitates: the demo+intervention ones (``is_offline``), and with
+        ``rl_bc_q_filter`` only where Q(s, recorded action) > Q(s, actor's mean action) — the
+        Q-filter: BC pulls only while the critic says the human did better."""
+        if self.cfg.rl_bc_weight <= 0 or "is_offline" not in mb:
+            return None
+        mask = mb["is_offline"].float()
+        if self.cfg.rl_bc_q_filter:
+            with torch.no_grad():
+                a_rec = mb["action"].float()[:, : self.action_dim]
+                a_pi = compose_action(self.actor(self._actor_input(feat, base), deterministic=True)[0], base,
+                                      self.cfg.rl_residual_scale)
+                mask = mask * (self.critic(feat, a_rec).mean(0) > self.critic(feat, a_pi).mean(0)).float()
+        return mask
+
+    def _update_actor(self, feat: torch.Tensor, base: torch.Tensor | None,
+                      mb: Mapping[str, torch.Tensor] | None = None) -> dict[str, float]:
+        mask = self._bc_mask(feat, base, mb) if mb is not None else None
+        bc_action = mb["action"].float()[:, : self.action_dim] if mask is not None else None
         self.critic.requires_grad_(False)  # the actor loss must not accumulate critic grads
         try:
-            loss, log_prob = self.actor_step(self._actor_input(feat, base), feat, base, self.alpha, self.cfg.rl_residual_scale)
+            loss, log_prob, bc = self.actor_step(self._actor_input(feat, base), feat, base, self.alpha,
+                                                 self.cfg.rl_residual_scale, bc_action, mask, self.cfg.rl_bc_weight)
             self.actor_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.actor_opt.step()
@@ -294,11 +324,15 @@ class RLPD:
         self.temperature_opt.zero_grad(set_to_none=True)
         t_loss.backward()
         self.temperature_opt.step()
-        return {
+        out = {
             "rlpd/actor_loss": float(loss.detach()),
             "rlpd/entropy": float(-log_prob.detach().mean()),
             "rlpd/temperature": float(self.alpha),
         }
+        if mask is not None:
+            out["rlpd/bc_loss"] = float(bc.detach())
+            out["rlpd/bc_frac"] = float(mask.mean())
+        return out
 
     # ------------------------------------------------------------------ acting and weights
     @torch.no_grad()

@@ -174,3 +174,93 @@ def test_mix_batches_concatenates_matching_keys():
     m = mix_batches(a, b)
     assert m["action"].shape == (10, 7) and len(m["instruction"]) == 10
     np.testing.assert_array_equal(m["reward"][:4], a["reward"])
+    assert m["is_offline"].tolist() == [1.0] * 4 + [0.0] * 6
+
+
+def _actor_gap(cfg, batch, updates: int) -> float:
+    """Mean squared distance between the actor's mean action and the recorded one after ``updates``."""
+    torch.manual_seed(0)
+    agent = RLPD(cfg, obs_spec_from_batch(batch, cfg))
+    for _ in range(updates):
+        agent.update(batch)
+    return float(((agent.act(batch)[:, :6] - batch["action"][:, :6]) ** 2).mean())
+
+
+def test_bc_term_pulls_the_actor_to_recorded_actions_on_offline_rows_only():
+    batch = fake_batch(64, seed=3)
+    batch["action"][:, :6] = 0.6  # one recorded action everywhere: easy to imitate
+    off = dict(batch, is_offline=np.ones(64, np.float32))
+    on = dict(batch, is_offline=np.zeros(64, np.float32))
+    sac = learner_cfg("learner.rl_bc_weight=0")
+    bc = learner_cfg("learner.rl_bc_weight=5", "learner.rl_bc_q_filter=false")
+    gap_sac = _actor_gap(sac, off, 40)
+    gap_bc = _actor_gap(bc, off, 40)
+    assert gap_bc < 0.3 * gap_sac  # BC moved the actor onto the demo action; pure SAC did not
+    assert _actor_gap(bc, on, 40) == pytest.approx(gap_sac, rel=0.3)  # online rows are never imitated
+    torch.manual_seed(0)
+    agent = RLPD(learner_cfg("learner.rl_bc_weight=1"), obs_spec_from_batch(off, sac))
+    m = agent.update(off)
+    assert 0.0 <= m["rlpd/bc_frac"] <= 1.0 and np.isfinite(m["rlpd/bc_loss"])
+
+
+# ----------------------------------------------------------------------------- online critic (reward=critic_online)
+
+
+@pytest.fixture()
+def online_replay(tmp_path):
+    from hil_robot.data import EpisodeStore, Recorder, StoreReplay
+    from hil_robot.data.synthetic import record_episode
+
+    store = EpisodeStore(tmp_path / "store", image_codec="png")
+    rec = Recorder(store, pre_intervention_k=2)
+    kw = dict(hw=(16, 16))
+    for i in range(3):
+        record_episode(rec, f"demo{i}", ["demo"] * 6, episode=i, **kw)
+    # the policy drives 5 steps, the operator takes over for 4, the policy finishes: a success
+    record_episode(rec, "deploy_ok", ["autonomous"] * 5 + ["recovery"] * 2 + ["correction"] * 2 + ["autonomous"] * 3,
+                   episode=3, **kw)
+    record_episode(rec, "deploy_fail", ["autonomous"] * 8, episode=4, terminal=False, success=False, **kw)
+    rec.close()
+    store.close()
+    return StoreReplay([str(tmp_path / "store")], 10_000, seed=0)
+
+
+def test_online_critic_labels_spans_from_outcomes_and_takeovers(online_replay):
+    from hil_robot.learn.critic import CriticTrainSettings
+    from hil_robot.learn.online_critic import ReplaySampler
+
+    s = ReplaySampler(online_replay.buffer, CriticTrainSettings(), seed=0)
+    succ = sorted(s.lengths[s.succ_ids].tolist())
+    fail = sorted(s.lengths[s.fail_ids].tolist())
+    # 3 demos (6 steps + final obs), the deploy success from its takeover on (4 + 3 + final);
+    # failures: the policy's 5 steps before the takeover, the failed episode (8 + final)
+    assert succ == [7, 7, 7, 8] and fail == [5, 9]
+    group = s.sample()
+    frames = s.gather(group["idx"], torch.device("cpu"))
+    assert frames["images"]["front"].shape[1:] == (16, 16, 3) and len(frames["state"]) == len(group["idx"])
+
+
+def test_online_critic_relabels_reward_and_terminal_and_caches_per_version(online_replay):
+    from hil_robot.learn.online_critic import OnlineCritic
+
+    batch = online_replay.sample(32, 1, view="all", rng=np.random.default_rng(0))
+    never = learner_cfg("learner.reward=critic_online", "learner.critic_online_warmup_steps=2",
+                        "learner.critic_online_done_threshold=1.0")
+    oc = OnlineCritic(never, online_replay.buffer)
+    assert oc.maybe_train() and oc.version == 1
+    out = oc.relabel(dict(batch))
+    assert np.isfinite(out["reward"]).all() and out["reward"].max() <= 1.0 + 1e-6  # Δ ≤ 1 minus a spread, no bonus
+    # no member is ever that sure: the only terminals left are the stored non-success ones (none here)
+    assert out["done"].sum() == 0 and (out["truncated"] == batch["truncated"]).all()
+    scored = oc.stats["scored"]
+    oc.relabel(dict(batch))
+    assert oc.stats["scored"] == scored  # same critic version: every transition from the cache
+    oc.train(1)
+    oc.relabel(dict(batch))
+    assert oc.stats["scored"] > scored  # a new version rescores
+    always = learner_cfg("learner.reward=critic_online", "learner.critic_online_done_threshold=0.0",
+                         "learner.critic_online_warmup_steps=1", "learner.critic_online_penalty=0")
+    oc = OnlineCritic(always, online_replay.buffer)
+    oc.maybe_train()
+    out = oc.relabel(dict(batch))
+    assert (out["done"] == 1).all() and (out["truncated"] == 0).all() and (out["reward"] >= 0).all()  # Δ + bonus 1
