@@ -11,6 +11,7 @@ Conditions (same wall-clock budget each):
     demos      no intervention: the simulated operator never takes over (demos + own rollouts)
     rlpd_sparse / rlpd_critic   RLPD with sparse reward / progress-critic reward
                                 (rlpd_critic needs --critic-checkpoint PATH, else it is skipped)
+    rlpd_critic_online          RLPD with the reward of critics the learner trains on the run's episodes
 
     python scripts/bench_learning.py --quick                 # <= 1 min spot check (tiny images, main only)
     python scripts/bench_learning.py --minutes 30 --conditions main,bc,demos --json out.json
@@ -34,14 +35,17 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # children inherit it: one torch thread per process
 
+RLPD = ["learner=rlpd", "learner.batch_size=256", "policy=rl"]
 CONDITIONS: dict[str, list[str]] = {
     "main": [],
     "bc": ["learner.algorithm=bc"],
     "demos": ["teleop.sim_operator.max_interventions_per_episode=0"],  # the operator never takes over
-    # RLPD with the 10-critic ensemble sub-sampled to 2 (DESIGN §4): on the sim reach test 2 critics
-    # learned on only half the seeds, 10 on every seed tried
-    "rlpd_sparse": ["learner.algorithm=rlpd", "learner.reward=sparse", "learner.num_critics=10", "policy=rl"],
-    "rlpd_critic": ["learner.algorithm=rlpd", "learner.reward=critic", "learner.num_critics=10", "policy=rl"],
+    # RLPD with the learner=rlpd recipe (batch 256, 2 critics, gamma 0.97, 50/50 demo+intervention vs
+    # online; the experiment's BC batch of 32 is overridden): before 2026-12-06 these conditions set
+    # only learner.algorithm=rlpd and trained SAC with the BC batch of 32
+    "rlpd_sparse": [*RLPD, "learner.reward=sparse"],
+    "rlpd_critic": [*RLPD, "learner.reward=critic"],
+    "rlpd_critic_online": [*RLPD, "learner.reward=critic_online"],  # critics trained on the run's episodes
 }
 # --quick: one round of the smallest sizes that still train and evaluate (~60 s on a loaded machine)
 QUICK = ["experiment.demo_episodes=4", "experiment.rounds=1", "experiment.episodes_per_round=2",
@@ -173,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "final_intervention_rate": final("main", "final_intervention_rate"),
         "wbc_minus_bc_success": diff("main", "bc"),
         "critic_minus_sparse_success": diff("rlpd_critic", "rlpd_sparse"),
+        "critic_online_minus_sparse_success": diff("rlpd_critic_online", "rlpd_sparse"),
     }
     plot(results, out / "learning_curves.png")
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))

@@ -303,10 +303,11 @@ class ReplayBuffer:
     # ------------------------------------------------------------------ sampling
 
     def sample(self, batch_size: int, horizon: int = 1, view: str = "bc", rng: np.random.Generator | None = None,
-               next_obs: bool = True) -> dict[str, Any]:
+               next_obs: bool = True, images: bool = True) -> dict[str, Any]:
         """A batch of transitions, uniform over the view; ``weight`` carries the Sirius class weight
         in the ``bc`` view and 1 elsewhere. Shapes: docs/data.md. ``next_obs=False`` leaves out the
-        ``next_obs/*`` keys (behaviour cloning needs none; it halves the image copying)."""
+        ``next_obs/*`` keys (behaviour cloning needs none; it halves the image copying);
+        ``images=False`` leaves out every camera key (state-only RL: the copy was a third of an update)."""
         if view not in VIEWS:
             raise ValueError(f"unknown replay view {view!r}; choose one of {', '.join(VIEWS)}")
         candidates = self._build_views()[view]
@@ -318,7 +319,7 @@ class ReplayBuffer:
             weight = self.class_weights("bc")[memory.SEGMENT_TO_CLASS[self._segment[rows]]]
         else:
             weight = np.ones(batch_size, np.float32)
-        return self.gather(rows, horizon, weight, next_obs)
+        return self.gather(rows, horizon, weight, next_obs, images)
 
     def sample_rlpd(self, batch_size: int, horizon: int = 1, rng: np.random.Generator | None = None) -> dict[str, Any]:
         """RLPD batch: half from ``offline`` (demo + intervention), half from ``online``; if one view
@@ -338,14 +339,15 @@ class ReplayBuffer:
         batch["is_offline"] = (np.arange(batch_size) < n_off).astype(np.float32)
         return batch
 
-    def gather(self, rows: np.ndarray, horizon: int, weight: np.ndarray, next_obs: bool = True) -> dict[str, Any]:
+    def gather(self, rows: np.ndarray, horizon: int, weight: np.ndarray, next_obs: bool = True,
+               images: bool = True) -> dict[str, Any]:
         """Assemble the batch dict for transition rows int64 [B]."""
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         nxt = self._next[rows]
         b: dict[str, Any] = {}
-        jobs = [(f"obs/images/{cam}", arr, rows) for cam, arr in self._images.items()]
-        if next_obs:
+        jobs = [(f"obs/images/{cam}", arr, rows) for cam, arr in self._images.items()] if images else []
+        if next_obs and images:
             jobs += [(f"next_obs/images/{cam}", arr, nxt) for cam, arr in self._images.items()]
         if self.gather_threads > 1 and len(jobs) > 1:
             futures = [(key, self._executor().submit(arr.__getitem__, idx)) for key, arr, idx in jobs]

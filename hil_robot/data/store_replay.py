@@ -86,8 +86,8 @@ class StoreReplay:
         return loaded
 
     def sample(self, batch_size: int, horizon: int = 1, view: str = "bc", rng: np.random.Generator | None = None,
-               next_obs: bool = True) -> dict[str, Any]:
-        return self.buffer.sample(batch_size, horizon, view, rng, next_obs)
+               next_obs: bool = True, images: bool = True) -> dict[str, Any]:
+        return self.buffer.sample(batch_size, horizon, view, rng, next_obs, images)
 
     def sample_rlpd(self, batch_size: int, horizon: int = 1, rng: np.random.Generator | None = None) -> dict[str, Any]:
         return self.buffer.sample_rlpd(batch_size, horizon, rng)

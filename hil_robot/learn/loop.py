@@ -39,9 +39,10 @@ from hil_robot.learn.metrics_log import MetricsLogger
 log = logging.getLogger("hil_robot.learner")
 
 
-def sample_rlpd(replay: Any, n: int, demo_fraction: float, rng: np.random.Generator) -> dict[str, Any]:
+def sample_rlpd(replay: Any, n: int, demo_fraction: float, rng: np.random.Generator,
+                images: bool = True) -> dict[str, Any]:
     """``demo_fraction`` of n from the demo+intervention ('offline') view, the rest 'online'; all
-    from one view when the other is empty."""
+    from one view when the other is empty. ``images=False``: no camera keys (state-only RL)."""
     from hil_robot.learn.rlpd import mix_batches
 
     buf = replay.buffer
@@ -51,10 +52,11 @@ def sample_rlpd(replay: Any, n: int, demo_fraction: float, rng: np.random.Genera
     elif buf.view_size("online") == 0:
         n_off = n
     if n_off in (0, n):
-        batch = replay.sample(n, 1, view="offline" if n_off else "online", rng=rng)
+        batch = replay.sample(n, 1, view="offline" if n_off else "online", rng=rng, images=images)
         batch["is_offline"] = np.full(n, 1.0 if n_off else 0.0, np.float32)
         return batch
-    return mix_batches(replay.sample(n_off, 1, view="offline", rng=rng), replay.sample(n - n_off, 1, view="online", rng=rng))
+    return mix_batches(replay.sample(n_off, 1, view="offline", rng=rng, images=images),
+                       replay.sample(n - n_off, 1, view="online", rng=rng, images=images))
 
 
 @torch.no_grad()
@@ -260,7 +262,10 @@ class Learner:
     def sample(self) -> dict[str, Any]:
         lc = self.cfg.learner
         if lc.algorithm == "rlpd":
-            batch = sample_rlpd(self.replay, self.per_rank_batch * lc.utd_ratio, lc.rl_demo_fraction, self.sample_rng)
+            # from state with the stored reward nothing reads the cameras: leave them out of the batch
+            images = lc.rl_obs == "image" or lc.rl_actor == "residual" or lc.reward != "sparse"
+            batch = sample_rlpd(self.replay, self.per_rank_batch * lc.utd_ratio, lc.rl_demo_fraction,
+                                self.sample_rng, images=images)
             if lc.rl_actor == "residual":
                 add_base_actions(batch, self.vla)
             if lc.reward == "critic":

@@ -120,6 +120,15 @@ def test_rlpd_views_half_offline_and_interventions_in_both(tmp_path):
     seg = b["segment"][b["is_offline"] == 1]
     assert np.isin(seg, [SEGMENT_INDEX[Segment.DEMO], SEGMENT_INDEX[Segment.RECOVERY], SEGMENT_INDEX[Segment.CORRECTION]]).all()
     assert (b["episode_index"][b["is_offline"] == 0] == 1).all()
+    # state-only RL leaves the cameras out; every other key is the same batch
+    from hil_robot.learn.loop import sample_rlpd
+
+    full = sample_rlpd(replay, 16, 0.5, np.random.default_rng(3))
+    lean = sample_rlpd(replay, 16, 0.5, np.random.default_rng(3), images=False)
+    assert any(k.startswith("obs/images/") for k in full) and any(k.startswith("next_obs/images/") for k in full)
+    assert set(lean) == {k for k in full if "/images/" not in k}
+    for k in lean:
+        np.testing.assert_array_equal(np.asarray(lean[k]), np.asarray(full[k]))
 
 
 def _keys(buf, view):
