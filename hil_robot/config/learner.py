@@ -97,6 +97,7 @@ class LearnerConfig:
     critic_online_warmup_steps: int = 200  # critic steps per member before the first RL update
     critic_online_steps: int = 20  # critic steps per member each round ...
     critic_online_train_every_s: float = 15.0  # ... this often
+    critic_online_rescore_per_batch: int = 32  # older-version scores refreshed per batch (-1: all)
 
     def __post_init__(self) -> None:
         choice("learner.algorithm", self.algorithm, ("weighted_bc", "bc", "rlpd"))
@@ -113,6 +114,9 @@ class LearnerConfig:
         choice("learner.memory_strategy", self.memory_strategy, ("fifo", "filo", "lifo_intervention", "mifo_intervention"))
         choice("learner.reward", self.reward, ("sparse", "critic", "critic_online"))
         in_range("learner.critic_online_done_threshold", self.critic_online_done_threshold, 0.0, 1.0)
+        if self.critic_online_rescore_per_batch < -1:
+            raise ConfigError(f"learner.critic_online_rescore_per_batch={self.critic_online_rescore_per_batch} must be "
+                              ">= 0, or -1 to rescore every older-version score")
         choice("learner.device", self.device, ("auto", "cpu", "cuda"))
         choice("learner.rl_obs", self.rl_obs, ("state", "image"))
         choice("learner.rl_actor", self.rl_actor, ("standalone", "residual"))

@@ -15,7 +15,8 @@ ensemble of ``critic_online_ensemble`` small ``ProgressCritic`` networks, each o
 stream. Reward for a transition: ``mean_k Δ_k − critic_online_penalty · std_k Δ_k`` (disagreement
 is a penalty: states the members disagree on pay less) plus ``critic_online_success_bonus`` where
 *every* member's P(done | next obs) exceeds ``critic_online_done_threshold`` — that is also the
-terminal the TD target stops at. Scores are cached per transition and critic version.
+terminal the TD target stops at. Scores are cached per transition and critic version; a new
+version refreshes at most ``critic_online_rescore_per_batch`` older scores per batch.
 
     oc = OnlineCritic(lc, replay.buffer, device)
     oc.maybe_train()               # every critic_online_train_every_s: a few steps per member
@@ -177,10 +178,18 @@ class OnlineCritic:
         if len(cache) > 2 * self.lc.memory_max_steps:
             cache.clear()
         first: dict[tuple[int, int, int], int] = {}
+        stale: dict[tuple[int, int, int], int] = {}
         for i, k in enumerate(keys):
             hit = cache.get(k)
-            if hit is None or hit[0] != self.version:
-                first.setdefault(k, i)
+            if hit is None:
+                first.setdefault(k, i)  # never scored: always now
+            elif hit[0] != self.version:
+                stale.setdefault(k, i)
+        # scores from an older critic version are refreshed at most critic_online_rescore_per_batch
+        # per batch (every round is a new version: rescoring all of them held the learner at 4-6 upd/s)
+        budget = self.lc.critic_online_rescore_per_batch
+        for k, i in (stale.items() if budget < 0 else list(stale.items())[:budget]):
+            first.setdefault(k, i)
         if first:
             idx = np.fromiter(first.values(), np.int64)
             reward, terminal = self.score(batch, idx)

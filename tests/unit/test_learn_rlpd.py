@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hil_robot.config import load_config
+from hil_robot.config._build import ConfigError
 from hil_robot.learn.rlpd import RLPD, mix_batches, obs_spec_from_batch
 from policies.rl import (
     GRIPPER_CLOSE,
@@ -258,6 +259,15 @@ def test_online_critic_relabels_reward_and_terminal_and_caches_per_version(onlin
     oc.train(1)
     oc.relabel(dict(batch))
     assert oc.stats["scored"] > scored  # a new version rescores
+    distinct = len(set(zip(batch["store_index"].tolist(), batch["episode_index"].tolist(), batch["step_index"].tolist())))
+    for budget, expect in ((3, 3), (-1, distinct)):  # older-version scores refreshed up to the budget per batch
+        oc.lc = learner_cfg("learner.reward=critic_online", f"learner.critic_online_rescore_per_batch={budget}")
+        oc.train(1)
+        before = oc.stats["scored"]
+        oc.relabel(dict(batch))
+        assert oc.stats["scored"] - before == expect
+    with pytest.raises(ConfigError, match="rescore_per_batch=-2"):
+        learner_cfg("learner.critic_online_rescore_per_batch=-2")
     always = learner_cfg("learner.reward=critic_online", "learner.critic_online_done_threshold=0.0",
                          "learner.critic_online_warmup_steps=1", "learner.critic_online_penalty=0")
     oc = OnlineCritic(always, online_replay.buffer)
