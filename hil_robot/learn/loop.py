@@ -345,7 +345,7 @@ class Learner:
                         log.info("replay: %d episodes, %d steps", self.replay.num_episodes, self.replay.num_steps)
                     last_refresh = now
                 metrics = self.algo.update(self.sample())
-                if self.online_critic is not None and self._critic_metrics:
+                if self._critic_metrics:  # a round of the online critic ran for this batch
                     metrics = {**metrics, **self._critic_metrics}
                 self.state.step += 1
                 updates_since_pub += 1

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hil_robot.learn.critic import CriticTrainSettings, PairSampler, critic_loss
+from hil_robot.learn.critic import DEFAULT_OTHER_INSTRUCTIONS, CriticTrainSettings, PairSampler, critic_loss
 from hil_robot.types import SEGMENT_INDEX, Segment
 from policies.critic import CriticNetConfig, ProgressCritic
 
@@ -71,8 +71,6 @@ class ReplaySampler(PairSampler):
         self.starts = np.r_[0, np.cumsum(self.lengths)[:-1]].astype(np.int64)
         self.success = np.array([success[i] for i in keep], bool)
         self.instructions = [instr[i] for i in keep]
-        from hil_robot.learn.critic import DEFAULT_OTHER_INSTRUCTIONS
-
         own = set(self.instructions)
         self.others = [t for t in DEFAULT_OTHER_INSTRUCTIONS if t not in own] or ["do nothing"]
         self.succ_ids = np.flatnonzero(self.success)
@@ -116,10 +114,11 @@ class OnlineCritic:
     def train(self, steps: int) -> dict[str, float]:
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
+        sampler = ReplaySampler(self.buffer, self.settings, seed=self.steps * 31)  # the units: once per round
+        if not len(sampler.succ_ids):
+            return {}
         for k, (model, opt) in enumerate(zip(self.models, self.opts)):
-            sampler = ReplaySampler(self.buffer, self.settings, seed=self.steps * 31 + k)
-            if not len(sampler.succ_ids):
-                return {}
+            sampler.rng = np.random.default_rng(self.steps * 31 + k)  # each member its own sample stream
             model.train()
             for _ in range(steps):
                 loss, m = critic_loss(model, sampler, sampler.sample(), self.device, self.settings)
