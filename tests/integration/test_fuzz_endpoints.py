@@ -265,7 +265,7 @@ OBS = {"images/front": np.zeros((64, 64, 3), np.uint8), "state": np.zeros(15, np
        "timestamp_s": 0.0}
 
 
-def fuzz_policy_server(n: int, free_port, tmp_path: Path) -> None:
+def assert_policy_server_survives_fuzz(n: int, free_port, tmp_path: Path) -> None:
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     proc = spawn(["serve-policy", "policy_factory=hil_robot.transport.null_policy:make_null_policy", f"port={port}",
@@ -310,12 +310,12 @@ def fuzz_policy_server(n: int, free_port, tmp_path: Path) -> None:
 
 
 def test_policy_server_survives_malformed_frames(free_port, tmp_path):
-    fuzz_policy_server(QUICK_FRAMES, free_port, tmp_path)
+    assert_policy_server_survives_fuzz(QUICK_FRAMES, free_port, tmp_path)
 
 
 @pytest.mark.soak
 def test_policy_server_survives_1e5_malformed_frames(free_port, tmp_path):
-    fuzz_policy_server(SLOW_FRAMES, free_port, tmp_path)
+    assert_policy_server_survives_fuzz(SLOW_FRAMES, free_port, tmp_path)
 
 
 # ----------------------------------------------------------------------------- operator link
@@ -328,7 +328,7 @@ def op_context(step: int) -> dict[str, Any]:
             "task_status": {"progress": 0.1, "subtask": "reach", "success": False, "failed": False, "held": False}}
 
 
-def fuzz_operator(n: int, free_port, tmp_path: Path) -> None:
+def assert_operator_survives_fuzz(n: int, free_port, tmp_path: Path) -> None:
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     log = tmp_path / "operator_log.jsonl"
@@ -375,12 +375,12 @@ def fuzz_operator(n: int, free_port, tmp_path: Path) -> None:
 
 
 def test_operator_link_survives_malformed_frames(free_port, tmp_path):
-    fuzz_operator(QUICK_FRAMES, free_port, tmp_path)
+    assert_operator_survives_fuzz(QUICK_FRAMES, free_port, tmp_path)
 
 
 @pytest.mark.soak
 def test_operator_link_survives_1e5_malformed_frames(free_port, tmp_path):
-    fuzz_operator(SLOW_FRAMES, free_port, tmp_path)
+    assert_operator_survives_fuzz(SLOW_FRAMES, free_port, tmp_path)
 
 
 # ----------------------------------------------------------------------------- transition receiver
@@ -401,7 +401,7 @@ def legit_episode(tx: TransitionSender, k: int, n: int) -> None:
     tx.end_episode(True, final_observation=observation(n, k, hw=HW), task="pick_cube")
 
 
-def fuzz_receiver(n: int, free_port, tmp_path: Path) -> None:
+def assert_receiver_survives_fuzz(n: int, free_port, tmp_path: Path) -> None:
     port = free_port()
     store_path, log_path = tmp_path / "store", tmp_path / "receiver.log"
     proc = spawn(["receive-transitions", f"store={store_path}", f"port={port}", "image_codec=lz4",
@@ -468,12 +468,12 @@ def fuzz_receiver(n: int, free_port, tmp_path: Path) -> None:
 
 
 def test_transition_receiver_survives_malformed_frames(free_port, tmp_path):
-    fuzz_receiver(QUICK_FRAMES, free_port, tmp_path)
+    assert_receiver_survives_fuzz(QUICK_FRAMES, free_port, tmp_path)
 
 
 @pytest.mark.soak
 def test_transition_receiver_survives_1e5_malformed_frames(free_port, tmp_path):
-    fuzz_receiver(SLOW_FRAMES, free_port, tmp_path)
+    assert_receiver_survives_fuzz(SLOW_FRAMES, free_port, tmp_path)
 
 
 # ----------------------------------------------------------------------------- weight bus
@@ -495,7 +495,7 @@ def update_messages(w: dict[str, np.ndarray], version: int, *, chunk_bytes: int 
                                                         chunk_bytes=chunk_bytes, publisher="fuzz", digest=digest)]
 
 
-def fuzz_weights(n: int, free_port, tmp_path: Path) -> None:
+def assert_weight_subscriber_survives_fuzz(n: int, free_port, tmp_path: Path) -> None:
     pport, wport = free_port(), free_port()
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
@@ -587,12 +587,12 @@ def fuzz_weights(n: int, free_port, tmp_path: Path) -> None:
 
 
 def test_weight_subscriber_survives_malformed_updates(free_port, tmp_path):
-    fuzz_weights(QUICK_FRAMES, free_port, tmp_path)
+    assert_weight_subscriber_survives_fuzz(QUICK_FRAMES, free_port, tmp_path)
 
 
 @pytest.mark.soak
 def test_weight_subscriber_survives_1e5_malformed_updates(free_port, tmp_path):
-    fuzz_weights(SLOW_FRAMES, free_port, tmp_path)
+    assert_weight_subscriber_survives_fuzz(SLOW_FRAMES, free_port, tmp_path)
 
 
 # ----------------------------------------------------------------------------- regressions found by the storms
