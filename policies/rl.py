@@ -273,8 +273,13 @@ def make_featurizer(cfg, obs_spec: Mapping) -> RLFeaturizer:
                         cfg.rl_encoder_channels, cfg.rl_latent_dim)
 
 
-def actor_dims(cfg, feature_dim: int) -> tuple[int, int]:
-    """-> (actor input dim, actor action dim) for a config."""
+def actor_dims(cfg, feature_dim: int, noise_dim: int = 0) -> tuple[int, int]:
+    """-> (actor input dim, actor action dim) for a config. ``rl_actor=noise`` (DSRL): the actor's
+    action is the VLA's flow noise, ``noise_dim`` = horizon x action dim of that VLA."""
+    if cfg.rl_actor == "noise":
+        if noise_dim < 1:
+            raise ValueError("learner.rl_actor=noise needs the steered VLA's noise size (action_horizon x action_dim)")
+        return feature_dim, int(noise_dim)
     action_dim = 6 if cfg.rl_gripper == "discrete" else 7
     return feature_dim + (7 if cfg.rl_actor == "residual" else 0), action_dim
 
@@ -283,7 +288,9 @@ class RLPolicy:
     """The SAC actor as a ``types.Policy`` + ``types.WeightUpdatable`` (what the learner publishes:
     ``featurizer.*``, ``actor.*``, ``gripper_critic.*``). Chunks have H = 1.
 
-    base_policy: residual mode only — a Policy whose first action the actor corrects.
+    base_policy: residual mode — a Policy whose first action the actor corrects; noise mode (DSRL)
+    — a flow-matching ``VLAPolicy`` (frozen) whose chunk the actor chooses through its initial noise
+    (``infer(obs, noise=...)``); the first action of that chunk is served.
     """
 
     def __init__(self, cfg, obs_spec: Mapping, *, base_policy=None, deterministic: bool = True,
@@ -291,13 +298,21 @@ class RLPolicy:
         self.cfg = cfg
         self.obs_spec = dict(obs_spec)
         self.device = torch.device(device)
-        if cfg.rl_actor == "residual" and base_policy is None:
-            raise ValueError("an RL policy with rl_actor=residual needs base_policy (the VLA)")
+        if cfg.rl_actor in ("residual", "noise") and base_policy is None:
+            raise ValueError(f"an RL policy with rl_actor={cfg.rl_actor} needs base_policy (the VLA)")
         self.base_policy = base_policy
+        self.noise_mode = cfg.rl_actor == "noise"
+        self.noise_shape: tuple[int, int] = (0, 0)
+        if self.noise_mode:
+            bc = base_policy.config
+            if getattr(bc, "head", "flow") != "flow":
+                raise ValueError(f"rl_actor=noise steers a flow-matching VLA; the base VLA has head={bc.head}")
+            self.noise_shape = (int(bc.action_horizon), int(bc.action_dim))
         self.featurizer = make_featurizer(cfg, obs_spec)
-        in_dim, self.action_dim = actor_dims(cfg, self.featurizer.out_dim)
+        in_dim, self.action_dim = actor_dims(cfg, self.featurizer.out_dim, self.noise_shape[0] * self.noise_shape[1])
         self.actor = TanhGaussianActor(in_dim, self.action_dim, tuple(cfg.rl_hidden_dims))
-        self.gripper_critic = GripperCritic(self.featurizer.out_dim, tuple(cfg.rl_hidden_dims)) if cfg.rl_gripper == "discrete" else None
+        discrete = cfg.rl_gripper == "discrete" and not self.noise_mode  # DSRL: the VLA moves the gripper
+        self.gripper_critic = GripperCritic(self.featurizer.out_dim, tuple(cfg.rl_hidden_dims)) if discrete else None
         self.modules = nn.ModuleDict({"featurizer": self.featurizer, "actor": self.actor,
                                       **({"gripper_critic": self.gripper_critic} if self.gripper_critic is not None else {})})
         self.modules.to(self.device).eval()
@@ -315,6 +330,8 @@ class RLPolicy:
         for cam in self.featurizer.cameras:
             batch[f"obs/images/{cam}"] = torch.as_tensor(np.asarray(obs[f"images/{cam}"]))[None]
         batch = {k: v.to(self.device) for k, v in batch.items()}
+        if self.noise_mode:
+            return self._infer_noise(obs, batch)
         base = None
         if self.base_policy is not None:
             base_out = self.base_policy.infer(obs)
@@ -335,13 +352,29 @@ class RLPolicy:
             version = self.version
         return {"actions": out.cpu().numpy().astype(np.float32), "policy_version": version}
 
+    def _infer_noise(self, obs: dict, batch: dict) -> dict:
+        """DSRL: the actor picks the noise, the frozen VLA integrates it; -> the chunk's first action."""
+        with self._lock:
+            feat = self.featurizer(self.featurizer.state(batch, "obs/"),
+                                   self.featurizer.images(batch, "obs/") if self.featurizer.encoder is not None else None)
+            u, _ = self.actor(feat, deterministic=self.deterministic)
+            noise = (self.cfg.rl_noise_bound * u).reshape(1, *self.noise_shape).cpu()
+            version = self.version
+        out = self.base_policy.infer(obs, noise=noise)
+        return {"actions": np.asarray(out["actions"], np.float32)[:1], "policy_version": version,
+                "base_version": int(out.get("policy_version", -1))}
+
     def reset(self) -> None:
         if self.base_policy is not None:
             self.base_policy.reset()
 
     @property
     def metadata(self) -> dict:
-        return {"name": "rl", "action_horizon": 1, "action_dim": 7, "cameras": list(self.featurizer.cameras),
+        cameras = list(self.featurizer.cameras)
+        if self.base_policy is not None:  # the VLA underneath needs its cameras too
+            base_cams = getattr(getattr(self.base_policy, "config", None), "cameras", ())
+            cameras += [c for c in base_cams if c not in cameras]
+        return {"name": "rl", "action_horizon": 1, "action_dim": 7, "cameras": cameras,
                 "policy_version": self.version, "rl_obs": self.cfg.rl_obs, "rl_actor": self.cfg.rl_actor,
                 "explore": not self.deterministic}
 
@@ -374,7 +407,15 @@ def make_rl_policy(cfg) -> RLPolicy:
     from hil_robot.types import STATE_DIM
 
     lc = cfg.learner
-    if lc.rl_actor == "residual":
+    base = None
+    if lc.rl_actor == "noise":
+        if not cfg.policy.checkpoint:
+            raise ConfigError("learner.rl_actor=noise (DSRL) steers a trained flow-matching VLA: set policy.checkpoint to "
+                              "its directory (e.g. from `hil-robot train-bc policy.head=flow`)")
+        from policies.vla import make_vla_policy
+
+        base = make_vla_policy(cfg)
+    elif lc.rl_actor == "residual":
         raise ConfigError("policy.name=rl serves a standalone actor; learner.rl_actor=residual needs the VLA as its base "
                           "policy, which the run does not serve yet: use learner.rl_actor=standalone")
     task_state = 0
@@ -388,4 +429,5 @@ def make_rl_policy(cfg) -> RLPolicy:
         cameras = tuple(lc.rl_cameras) or tuple(cfg.sim.cameras)
         image_hw = (cfg.sim.image_height, cfg.sim.image_width)
     spec = {"state_dim": STATE_DIM + task_state, "cameras": cameras, "image_hw": image_hw}
-    return RLPolicy(lc, spec, deterministic=not cfg.policy.rl_explore, device=cfg.policy.device if cfg.policy.device != "auto" else "cpu")
+    return RLPolicy(lc, spec, base_policy=base, deterministic=not cfg.policy.rl_explore,
+                    device=cfg.policy.device if cfg.policy.device != "auto" else "cpu")

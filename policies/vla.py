@@ -129,8 +129,11 @@ class VLAPolicy:
         return self.model.cfg
 
     # ------------------------------------------------------------------ Policy
-    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
-        """obs (types contract) -> {"actions": float32[H, 7] in [-1, 1], "policy_version", "infer_ms"}."""
+    def infer(self, obs: dict[str, Any], noise: Any = None) -> dict[str, Any]:
+        """obs (types contract) -> {"actions": float32[H, 7] in [-1, 1], "policy_version", "infer_ms"}.
+
+        noise (flow head): the flow's initial noise, float [H, D] or [1, H, D], instead of a random
+        draw (DSRL steering; also the ``noise`` field of the openpi front)."""
         t0 = time.perf_counter()
         obs = validate_observation(obs, cameras=self.config.cameras)
         batch = obs_to_batch(obs, self.device)
@@ -138,7 +141,9 @@ class VLAPolicy:
         with self._lock:
             was_training = self.model.training
             self.model.eval()
-            actions = self.model.sample_actions(batch, self._generator)[0]
+            if noise is not None:
+                noise = torch.as_tensor(np.asarray(noise, np.float32)).reshape(1, *np.shape(noise)[-2:])
+            actions = self.model.sample_actions(batch, self._generator, noise=noise)[0]
             self.model.train(was_training)
             version = self.version
         out = actions.float().cpu().numpy()

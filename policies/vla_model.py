@@ -313,21 +313,72 @@ class VLAModel(nn.Module):
         return per_sample
 
     @torch.no_grad()
-    def sample_actions(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
-        """-> action chunk in robot units, clipped to [-1, 1]: float [B, H, D]."""
+    def sample_actions(self, batch: Mapping[str, Any], generator: torch.Generator | None = None,
+                       noise: torch.Tensor | None = None) -> torch.Tensor:
+        """-> action chunk in robot units, clipped to [-1, 1]: float [B, H, D].
+
+        noise (flow head): the initial x_0 float [B, H, D] instead of a Gaussian draw — the same
+        noise and observation give the same chunk (DSRL steers the policy through it)."""
         memory = self.encode(batch)
         kv, b = self.memory_kv(memory), memory.shape[0]
         if self.cfg.head == "l1":
+            if noise is not None:
+                raise ValueError("noise= needs a flow-matching VLA (policy.head=flow); this one has head=l1")
             norm_actions = self._decode(kv, b)
         else:
             shape = (b, self.cfg.action_horizon, self.cfg.action_dim)
-            x = torch.randn(shape, generator=generator, device="cpu").to(memory.device)
-            dt = 1.0 / self.cfg.flow_steps
-            for k in range(self.cfg.flow_steps):
-                t = torch.full((b,), k * dt, device=memory.device)
-                x = x + dt * self._decode(kv, b, x, t)
-            norm_actions = x
+            x = initial_noise(shape, noise, generator, memory.device)
+            norm_actions = flow_integrate(lambda x_t, t: self._decode(kv, b, x_t, t), x, self.cfg.flow_steps)
         return self.norm.unnorm_action(norm_actions).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def invert_actions(self, batch: Mapping[str, Any], actions: torch.Tensor, iters: int = 3) -> torch.Tensor:
+        """The noise from which ``sample_actions`` would produce ``actions`` (robot units, [B, T, D],
+        fitted to the horizon like training targets) for these observations: the Euler steps run
+        backwards, each solved by ``iters`` fixed-point iterations. -> float [B, H, D]."""
+        if self.cfg.head != "flow":
+            raise ValueError("inverting actions to noise needs a flow-matching VLA (policy.head=flow)")
+        target, _ = _fit_horizon(actions.float(), None, self.cfg.action_horizon)
+        memory = self.encode(batch)
+        kv, b = self.memory_kv(memory), memory.shape[0]
+        return flow_invert(lambda x_t, t: self._decode(kv, b, x_t, t), self.norm.norm_action(target),
+                           self.cfg.flow_steps, iters)
+
+
+def initial_noise(shape: tuple[int, ...], noise: torch.Tensor | None, generator: torch.Generator | None,
+                  device: torch.device) -> torch.Tensor:
+    """x_0 of the flow: the given noise (checked: shape, finite) or a Gaussian draw on the CPU generator."""
+    if noise is None:
+        return torch.randn(shape, generator=generator, device="cpu").to(device)
+    noise = torch.as_tensor(noise, dtype=torch.float32)
+    if tuple(noise.shape) != tuple(shape):
+        raise ValueError(f"noise has shape {tuple(noise.shape)}; this VLA samples chunks of shape {tuple(shape)} "
+                         "(batch, action_horizon, action_dim)")
+    if not torch.isfinite(noise).all():
+        raise ValueError("noise contains NaN/Inf")
+    return noise.to(device)
+
+
+def flow_integrate(velocity, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """Euler from t=0 (noise x) to t=1: x_{k+1} = x_k + dt·v(x_k, t_k), t_k = k/steps."""
+    dt, b = 1.0 / steps, x.shape[0]
+    for k in range(steps):
+        x = x + dt * velocity(x, torch.full((b,), k * dt, device=x.device))
+    return x
+
+
+def flow_invert(velocity, x1: torch.Tensor, steps: int, iters: int = 3) -> torch.Tensor:
+    """Inverse of :func:`flow_integrate`: from x_1 back to the noise x_0. Each step solves
+    x_k = x_{k+1} − dt·v(x_k, t_k) by fixed-point iteration from x_{k+1} − dt·v(x_{k+1}, t_k)."""
+    dt, b = 1.0 / steps, x1.shape[0]
+    x = x1
+    for k in reversed(range(steps)):
+        t = torch.full((b,), k * dt, device=x.device)
+        nxt, guess = x, x
+        for _ in range(max(1, iters) + 1):
+            guess = nxt - dt * velocity(guess, t)
+        x = guess
+    return x
 
 
 def _fit_horizon(actions: torch.Tensor, pad: torch.Tensor | None, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,7 +51,7 @@ from torch import nn
 from hil_robot.types import ACTION_DIM, STATE_DIM
 from policies.normalize import Normalizer
 from policies.vision import random_shift
-from policies.vla_model import FINETUNE_MODES, _fit_horizon
+from policies.vla_model import FINETUNE_MODES, _fit_horizon, flow_integrate, flow_invert, initial_noise
 
 log = logging.getLogger(__name__)
 
@@ -397,16 +397,26 @@ class VLMVLAModel(nn.Module):
         return (err * valid).sum(dim=(1, 2)) / (valid.sum(dim=(1, 2)) * self.cfg.action_dim).clamp_min(1.0)
 
     @torch.no_grad()
-    def sample_actions(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
-        """-> action chunk in robot units, clipped to [-1, 1]: float [B, H, D]."""
+    def sample_actions(self, batch: Mapping[str, Any], generator: torch.Generator | None = None,
+                       noise: torch.Tensor | None = None) -> torch.Tensor:
+        """-> action chunk in robot units, clipped to [-1, 1]: float [B, H, D]. noise: the flow's
+        initial x_0 [B, H, D] instead of a Gaussian draw (DSRL)."""
         kv, mask = self._memory(batch)
         b, device = mask.shape[0], mask.device
         state = self.norm.norm_state(batch["state"].float())
-        x = torch.randn((b, self.cfg.action_horizon, self.cfg.action_dim), generator=generator, device="cpu").to(device)
-        dt = 1.0 / self.cfg.flow_steps
-        for k in range(self.cfg.flow_steps):
-            x = x + dt * self.expert(kv, mask, state, x, torch.full((b,), k * dt, device=device))
+        x = initial_noise((b, self.cfg.action_horizon, self.cfg.action_dim), noise, generator, device)
+        x = flow_integrate(lambda x_t, t: self.expert(kv, mask, state, x_t, t), x, self.cfg.flow_steps)
         return self.norm.unnorm_action(x).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def invert_actions(self, batch: Mapping[str, Any], actions: torch.Tensor, iters: int = 3) -> torch.Tensor:
+        """The noise from which ``sample_actions`` gives ``actions`` [B, T, D] (see
+        ``policies.vla_model.flow_invert``). -> float [B, H, D]."""
+        target, _ = _fit_horizon(actions.float(), None, self.cfg.action_horizon)
+        kv, mask = self._memory(batch)
+        state = self.norm.norm_state(batch["state"].float())
+        return flow_invert(lambda x_t, t: self.expert(kv, mask, state, x_t, t), self.norm.norm_action(target),
+                           self.cfg.flow_steps, iters)
 
     # ------------------------------------------------------------------ checkpoints
     def save_extra_files(self, directory: Path) -> None:

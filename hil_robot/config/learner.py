@@ -75,7 +75,9 @@ class LearnerConfig:
     reward: str = "sparse"  # sparse (stored reward) | critic (progress-critic dense reward)
     rl_obs: str = "state"  # state (obs/state + obs/task_state) | image (cameras + obs/state)
     rl_cameras: tuple[str, ...] = ()  # image mode: cameras to use ((): all in the batch)
-    rl_actor: str = "standalone"  # standalone | residual (on top of the VLA's action)
+    rl_actor: str = "standalone"  # standalone | residual (on top of the VLA's action) | noise (DSRL: picks a frozen flow VLA's noise)
+    rl_noise_bound: float = 1.5  # rl_actor=noise: the actor's noise lies in [-bound, bound]^(H·D)
+    rl_noise_invert_iters: int = 3  # rl_actor=noise: fixed-point iterations per Euler step when inverting recorded actions
     rl_residual_scale: float = 0.3  # residual mode: action = clip(base + scale * actor)
     rl_gripper: str = "discrete"  # discrete (close/stay/open critic) | continuous (actor dim)
     rl_gripper_penalty: float = 0.02  # reward penalty per gripper toggle (discrete gripper)
@@ -119,14 +121,17 @@ class LearnerConfig:
                               ">= 0, or -1 to rescore every older-version score")
         choice("learner.device", self.device, ("auto", "cpu", "cuda"))
         choice("learner.rl_obs", self.rl_obs, ("state", "image"))
-        choice("learner.rl_actor", self.rl_actor, ("standalone", "residual"))
+        choice("learner.rl_actor", self.rl_actor, ("standalone", "residual", "noise"))
         choice("learner.rl_gripper", self.rl_gripper, ("discrete", "continuous"))
+        if self.rl_actor == "noise" and self.algorithm != "rlpd":
+            raise ConfigError(f"learner.rl_actor=noise (DSRL) is an RLPD actor; set learner=dsrl (got learner.algorithm="
+                              f"{self.algorithm})")
         for cam in self.rl_cameras:
             choice("learner.rl_cameras[]", cam, ("front", "wrist"))
         for k in ("batch_size", "lr", "publish_every_updates", "publish_every_s", "checkpoint_every_s",
                   "num_critics", "utd_ratio", "rl_critic_subsample", "rl_encoder_channels", "rl_latent_dim",
                   "refresh_every_s", "log_every_s", "advantage_max_weight", "critic_online_ensemble",
-                  "critic_online_train_every_s"):
+                  "critic_online_train_every_s", "rl_noise_bound", "rl_noise_invert_iters"):
             positive(f"learner.{k}", getattr(self, k))
         for k in ("max_updates", "max_minutes", "min_replay_steps", "num_threads", "checkpoint_every_updates",
                   "rl_drq_pad", "rl_gripper_penalty", "advantage_beta", "rl_grad_clip", "rl_residual_scale", "rl_bc_weight",

@@ -388,6 +388,7 @@ class ReplayBuffer:
         b["store_index"] = np.array([self.held[s].store_index for s in slots], np.int64)
         b["episode_success"] = np.array([self.held[s].success for s in slots], np.float32)
         b["step_index"] = self._step[rows].copy()
+        b["replay_row"] = np.asarray(rows, np.int64).copy()  # this buffer's rows (valid until the next refresh)
         for key, fut in futures:
             b[key] = fut.result()
         return b

@@ -136,6 +136,7 @@ class Learner:
         self.reward_cache_stats = {"hits": 0, "scored": 0}
         self.vla = None  # the VLA policy (weighted BC trains it; residual RLPD acts on top of it)
         self.online_critic = None  # reward=critic_online: critics trained on this run's episodes
+        self.noise_labeler = None  # rl_actor=noise (DSRL): recorded actions -> the frozen VLA's noise
         self._critic_metrics: dict[str, float] = {}
         resumed_state = resumed_meta = None
         if last is not None:
@@ -206,7 +207,19 @@ class Learner:
             self.vla.model.to(self.device)
             self.vla.device = self.device
         probe = self.replay.sample(2, 1, view="all", rng=np.random.default_rng(0))
-        algo = RLPD(lc, obs_spec_from_batch(probe, lc), self.device)
+        spec = obs_spec_from_batch(probe, lc)
+        if lc.rl_actor == "noise":  # DSRL: SAC over the noise of a frozen flow VLA (policy.checkpoint)
+            from hil_robot.learn.dsrl import NoiseLabeler
+            from policies.vla import make_vla_policy
+
+            if not self.cfg.policy.checkpoint:
+                raise ValueError("learner.rl_actor=noise (DSRL) steers a trained flow-matching VLA: set policy.checkpoint")
+            self.vla = make_vla_policy(self.cfg)
+            self.vla.model.to(self.device).requires_grad_(False)
+            self.vla.device = self.device
+            self.noise_labeler = NoiseLabeler(self.vla, self.replay.buffer, lc)
+            spec["noise_dim"] = self.noise_labeler.noise_dim
+        algo = RLPD(lc, spec, self.device)
         if fresh:  # same sample (fixed seed) on every rank; a resumed run restores the stats
             algo.fit_state_stats(self.replay.sample(min(4096, max(256, self.replay.num_steps)), 1, view="all",
                                                     rng=np.random.default_rng(self.cfg.experiment.seed)))
@@ -272,6 +285,8 @@ class Learner:
                 batch["reward"] = self.critic_rewards(batch)
             elif lc.reward == "critic_online":
                 batch = self._online_critic().relabel(batch)
+            if self.noise_labeler is not None:
+                batch = self.noise_labeler.relabel(batch)
             return batch
         return self.replay.sample(self.per_rank_batch, self._horizon(), view="bc", rng=self.sample_rng)
 
@@ -347,6 +362,8 @@ class Learner:
                 metrics = self.algo.update(self.sample())
                 if self._critic_metrics:  # a round of the online critic ran for this batch
                     metrics = {**metrics, **self._critic_metrics}
+                if self.noise_labeler is not None:
+                    metrics = {**metrics, **self.noise_labeler.metrics()}
                 self.state.step += 1
                 updates_since_pub += 1
                 updates_since_ckpt += 1

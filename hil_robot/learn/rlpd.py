@@ -18,7 +18,9 @@ come from a tanh-Gaussian actor; with ``rl_gripper=discrete`` the gripper is cho
 gripper critic over (close, stay, open). With ``rl_actor=residual`` the actor outputs a
 correction added to a base policy's action; the caller puts the base policy's (the VLA's) actions
 in the batch as ``obs/base_action`` and ``next_obs/base_action`` float32 [B, 7]
-(``loop.add_base_actions``).
+(``loop.add_base_actions``). With ``rl_actor=noise`` (DSRL, ``hil_robot.learn.dsrl``) the action is
+the frozen flow VLA's initial noise / ``rl_noise_bound``, float32 [B, H·D] (``obs_spec["noise_dim"]``);
+the batch's ``action`` carries the inverted noise and the VLA picks the gripper (no gripper critic).
 
 Metrics are namespaced ``rlpd/...``. For speed the next-state features come from the *target*
 encoder for both the next action and the target Q (one encoder pass instead of two).
@@ -168,8 +170,11 @@ class RLPD:
         self.cfg = cfg
         self.device = torch.device(device)
         self.residual = cfg.rl_actor == "residual"
-        self.discrete_gripper = cfg.rl_gripper == "discrete"
+        self.noise = cfg.rl_actor == "noise"
+        self.discrete_gripper = cfg.rl_gripper == "discrete" and not self.noise
         self.action_dim = ACTION_DIM - 1 if self.discrete_gripper else ACTION_DIM
+        if self.noise:
+            self.action_dim = actor_dims(cfg, 0, int(obs_spec.get("noise_dim", 0)))[1]
         hidden = tuple(cfg.rl_hidden_dims)
 
         def critic_parts() -> tuple[RLFeaturizer, EnsembleCritic, GripperCritic | None]:
@@ -183,7 +188,7 @@ class RLPD:
         self.critic_loss = _CriticLoss(self.featurizer, self.critic, self.gripper_critic).to(self.device)
         self.target.load_state_dict(self.critic_loss.state_dict())
         self.target.requires_grad_(False)
-        actor_in, _ = actor_dims(cfg, self.featurizer.out_dim)
+        actor_in, _ = actor_dims(cfg, self.featurizer.out_dim, self.action_dim if self.noise else 0)
         self.actor = TanhGaussianActor(actor_in, self.action_dim, hidden).to(self.device)
         self.actor_loss = _ActorLoss(self.actor, self.critic).to(self.device)
         self.temperature = _Temperature(cfg.init_temperature).to(self.device)
@@ -338,13 +343,16 @@ class RLPD:
     @torch.no_grad()
     def act(self, batch: Mapping[str, Any], deterministic: bool = True) -> np.ndarray:
         """Actions float32 [B, 7] for a batch of observations (keys ``obs/...``); used by tests and
-        evaluation in-process. The served policy is ``policies.rl.RLPolicy``."""
+        evaluation in-process. The served policy is ``policies.rl.RLPolicy``. ``rl_actor=noise``:
+        the actor's noise-space action [B, H·D] in [-1, 1] (the VLA turns it into actions)."""
         from policies.rl import gripper_command
 
         b = to_torch(batch, self.device)
         state = self.featurizer.state(b, "obs/")
         images = self.featurizer.images(b, "obs/") if self.featurizer.encoder is not None else None
         feat = self.featurizer(state, images)
+        if self.noise:
+            return self.actor(feat, deterministic=deterministic)[0].cpu().numpy()
         base = self._base(b, "obs/")
         a, _ = self.actor(self._actor_input(feat, base), deterministic=deterministic)
         a = compose_action(a, base, self.cfg.rl_residual_scale)
