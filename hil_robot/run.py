@@ -595,6 +595,9 @@ def check_policy_matches_learner(cfg: RootConfig) -> None:
     if algo == "rlpd" and name != "rl":
         raise ConfigError(f"learner.algorithm=rlpd publishes SAC actor weights, which policy {name!r} cannot load; "
                           "serve them with policy=rl")
+    if cfg.learner.rl_actor == "noise" and not cfg.policy.checkpoint:
+        raise ConfigError("learner=dsrl steers a trained flow-matching VLA: set policy.checkpoint=DIR (a policy "
+                          "directory trained with policy.head=flow, e.g. `hil-robot train-bc ... policy.head=flow out=DIR`)")
     if algo in ("weighted_bc", "bc") and name != "vla":
         raise ConfigError(f"learner.algorithm={algo} trains the VLA; serve it with policy=vla (got policy={name})")
 

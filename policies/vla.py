@@ -142,7 +142,7 @@ class VLAPolicy:
             was_training = self.model.training
             self.model.eval()
             if noise is not None:
-                noise = torch.as_tensor(np.asarray(noise, np.float32)).reshape(1, *np.shape(noise)[-2:])
+                noise = torch.tensor(np.asarray(noise, np.float32)).reshape(1, *np.shape(noise)[-2:])  # a copy: bus buffers are read-only
             actions = self.model.sample_actions(batch, self._generator, noise=noise)[0]
             self.model.train(was_training)
             version = self.version

@@ -12,6 +12,10 @@ Conditions (same wall-clock budget each):
     rlpd_sparse / rlpd_critic   RLPD with sparse reward / progress-critic reward
                                 (rlpd_critic needs --critic-checkpoint PATH, else it is skipped)
     rlpd_critic_online          RLPD with the reward of critics the learner trains on the run's episodes
+    dsrl       DSRL: the RLPD SAC steering the frozen pre-trained flow VLA through its noise (learner=dsrl)
+    finetune   weighted BC (as main) starting from the pre-trained VLA instead of fresh weights
+               (dsrl/finetune use --vla-checkpoint PATH, or build one: --pretrain-steps N of BC on
+               experiment.demo_episodes expert demos, policy.head=flow, plus the overrides given)
 
     python scripts/bench_learning.py --quick                 # <= 1 min spot check (tiny images, main only)
     python scripts/bench_learning.py --minutes 30 --conditions main,bc,demos --json out.json
@@ -19,7 +23,9 @@ Conditions (same wall-clock budget each):
                                    # conditions run separately: one table, plot and JSON for all
 
 JSON keys: final_success, minutes_to_90pct (null if not reached), final_intervention_rate,
-wbc_minus_bc_success, critic_minus_sparse_success (null when a condition was not run).
+wbc_minus_bc_success, critic_minus_sparse_success, critic_online_minus_sparse_success,
+dsrl_minus_base_success, finetune_minus_main_success (null when a condition was not run),
+base_vla_success (the pre-trained VLA evaluated frozen on the runs' eval seeds).
 """
 
 from __future__ import annotations
@@ -46,7 +52,11 @@ CONDITIONS: dict[str, list[str]] = {
     "rlpd_sparse": [*RLPD, "learner.reward=sparse"],
     "rlpd_critic": [*RLPD, "learner.reward=critic"],
     "rlpd_critic_online": [*RLPD, "learner.reward=critic_online"],  # critics trained on the run's episodes
+    # the pre-trained VLA (policy.checkpoint is added): steered by DSRL, or fine-tuned by weighted BC
+    "dsrl": ["learner=dsrl", "learner.batch_size=256", "policy=rl"],
+    "finetune": [],
 }
+NEEDS_VLA = ("dsrl", "finetune")
 # --quick: one round of the smallest sizes that still train and evaluate (~60 s on a loaded machine)
 QUICK = ["experiment.demo_episodes=4", "experiment.rounds=1", "experiment.episodes_per_round=2",
          "experiment.eval_episodes=2", "experiment.eval_fresh_episodes=0", "sim.image_height=32", "sim.image_width=32", "sim.max_episode_steps=50",
@@ -68,6 +78,44 @@ def run_condition(name: str, extra: list[str], minutes: float, out_dir: Path) ->
     result["bench_wall_min"] = (time.monotonic() - t0) / 60
     result["overrides"] = overrides
     return result
+
+
+def pretrain_vla(out_dir: Path, steps: int, overrides: list[str]) -> Path:
+    """Record experiment.demo_episodes expert demos and train a flow-matching VLA on them with
+    ``hil-robot train-bc`` for ``steps`` updates -> the policy directory."""
+    from hil_robot.cli import main as cli
+    from hil_robot.config import load_config
+
+    base = ["experiment=sim_pick_cube", *overrides]
+    cfg = load_config(base)
+    demos, ckpt, run_dir = out_dir / "pretrain_demos", out_dir / "pretrain_vla", out_dir / "pretrain_run"
+    t0 = time.monotonic()
+    if not demos.exists():
+        if cli(["collect-demos", *base, f"out={demos}", f"episodes={cfg.experiment.demo_episodes}"]):
+            raise RuntimeError(f"collecting the pre-training demos into {demos} failed")
+    if cli(["train-bc", *base, f"store={demos}", f"out={ckpt}", f"run_dir={run_dir}", f"steps={steps}",
+            "policy.head=flow"]):
+        raise RuntimeError(f"pre-training the VLA failed (see {run_dir})")
+    print(f"pre-trained VLA: {ckpt} ({steps} BC updates on {cfg.experiment.demo_episodes} demos, "
+          f"{(time.monotonic() - t0) / 60:.1f} min)", flush=True)
+    return ckpt
+
+
+def evaluate_frozen(ckpt: Path, out_dir: Path, overrides: list[str]) -> float | None:
+    """The pre-trained VLA, frozen, on the runs' fixed eval seeds (EVAL_SEED0 + seed·1000 + i)."""
+    from hil_robot import run as hil_run
+    from hil_robot.config import load_config
+
+    base = ["experiment=sim_pick_cube", *overrides]
+    cfg = load_config(base)
+    out = out_dir / "base_vla_eval"
+    seed0 = hil_run.EVAL_SEED0 + cfg.experiment.seed * 1000
+    hil_run.evaluate([*base, f"checkpoint={ckpt}", f"episodes={cfg.experiment.eval_episodes}", f"seed={seed0}",
+                      f"out={out}", "video=false"])
+    try:
+        return float(json.loads((out / "eval.json").read_text())["success_rate"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def minutes_to(rounds: list[dict[str, Any]], threshold: float) -> float | None:
@@ -112,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget per condition")
     ap.add_argument("--conditions", default="main,bc,demos,rlpd_sparse,rlpd_critic")
     ap.add_argument("--critic-checkpoint", default="", help="progress-critic checkpoint for rlpd_critic")
+    ap.add_argument("--vla-checkpoint", default="", help="pre-trained flow VLA for dsrl / finetune")
+    ap.add_argument("--pretrain-steps", type=int, default=0, help="without --vla-checkpoint: pre-train one with this "
+                    "many BC updates on expert demos first (for dsrl / finetune)")
     ap.add_argument("--out", default="runs/bench_learning", help="directory for the run dirs and plots")
     ap.add_argument("--json", default="", help="write the flat metric JSON here")
     ap.add_argument("--merge", default="", help="comma-separated results.json files of earlier runs: their "
@@ -135,8 +186,20 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(earlier, dict) or not all(isinstance(v, dict) and "rounds" in v for v in earlier.values()):
             ap.error(f"--merge {path}: not a bench_learning results.json (condition -> {{rounds: [...]}})")
         results.update({k: v for k, v in earlier.items() if k not in names})
+    vla_ckpt, base_success = args.vla_checkpoint, None
+    if any(n in NEEDS_VLA for n in names):
+        if not vla_ckpt and args.pretrain_steps > 0:
+            vla_ckpt = str(pretrain_vla(out, args.pretrain_steps, (QUICK if args.quick else []) + list(args.overrides)))
+        if vla_ckpt:
+            base_success = evaluate_frozen(Path(vla_ckpt), out, (QUICK if args.quick else []) + list(args.overrides))
+            print(f"pre-trained VLA, frozen: eval success {base_success}", flush=True)
     for name in names:
         extra = list(CONDITIONS[name]) + (QUICK if args.quick else []) + list(args.overrides)
+        if name in NEEDS_VLA:
+            if not vla_ckpt:
+                print(f"{name}: skipped (pass --vla-checkpoint PATH or --pretrain-steps N)", flush=True)
+                continue
+            extra.append(f"policy.checkpoint={vla_ckpt}")
         if name == "rlpd_critic":
             if not args.critic_checkpoint:
                 print("rlpd_critic: skipped (pass --critic-checkpoint PATH from `hil-robot train-critic`)", flush=True)
@@ -178,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         "wbc_minus_bc_success": diff("main", "bc"),
         "critic_minus_sparse_success": diff("rlpd_critic", "rlpd_sparse"),
         "critic_online_minus_sparse_success": diff("rlpd_critic_online", "rlpd_sparse"),
+        "base_vla_success": base_success,
+        "dsrl_minus_base_success": None if final("dsrl") is None or base_success is None else final("dsrl") - base_success,
+        "finetune_minus_main_success": diff("finetune", "main"),
     }
     plot(results, out / "learning_curves.png")
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))

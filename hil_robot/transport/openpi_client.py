@@ -102,10 +102,19 @@ class OpenpiClientPolicy:
         self._next_connect_s = 0.0
 
     # ------------------------------------------------------------------ Policy interface
-    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
+    def infer(self, obs: dict[str, Any], noise: Any = None) -> dict[str, Any]:
         """obs -> {"actions": f32[H, D], "policy_version", "rtt_ms", "server_timing"}. Raises
-        ObsMappingError (bad mapping), ServerUnreachable / TransportTimeout, RemotePolicyError."""
+        ObsMappingError (bad mapping), ServerUnreachable / TransportTimeout, RemotePolicyError.
+
+        noise: the flow's initial noise f32[H, D] (a leading batch dim of 1 is dropped), sent as the
+        request's ``noise`` field, for servers whose policy takes it (DSRL steering; our front does)."""
         request = self.obs_map.apply(obs) if self.obs_map is not None else dict(obs)
+        if noise is not None:
+            arr = np.asarray(noise, np.float32)
+            arr = arr[0] if arr.ndim == 3 and arr.shape[0] == 1 else arr
+            if arr.ndim != 2 or not np.isfinite(arr).all():
+                raise ValueError(f"noise must be a finite float array [H, D], got shape {arr.shape}")
+            request["noise"] = np.ascontiguousarray(arr)
         frame = packb(request)
         with self._lock:
             ws = self._connected()

@@ -7,7 +7,9 @@ program written against ``openpi-client`` (``WebsocketClientPolicy``) can drive 
 What the front does, as openpi's own server: sends a metadata frame when a client connects; answers
 each binary observation frame with a binary reply ``{"actions": f32[H, D], "policy_version",
 "server_timing": {"infer_ms", "prev_total_ms"}}``; answers ``GET /healthz`` with 200 ``OK``; on an
-error sends a text frame (the message and traceback) and closes with 1011. With ``api_key`` set, a
+error sends a text frame (the message and traceback) and closes with 1011. A request may carry
+``noise`` f32[H, D]: the initial noise of a flow-matching policy (ours: ``policy.head=flow``), which
+then integrates from it instead of a random draw (DSRL steering); other policies refuse it. With ``api_key`` set, a
 handshake without ``Authorization: Api-Key <key>`` is refused with HTTP 401.
 
 Incoming openpi observations are turned back into ours by inverting the mapping the clients use
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hmac
 import http
+import inspect
 import logging
 import threading
 import time
@@ -128,6 +131,12 @@ class OpenpiPolicyServer:
         msg = unpackb(frame)
         if not isinstance(msg, dict):
             raise ValueError(f"an observation must be a msgpack map, got {type(msg).__name__}")
+        noise = msg.pop("noise", None)  # optional: the flow's initial noise [H, D] (DSRL steering)
+        if noise is not None:
+            noise = np.asarray(noise, np.float32)
+            if "noise" not in inspect.signature(self.policy.infer).parameters:
+                raise ValueError(f"the request has a 'noise' field but this policy ({type(self.policy).__name__}) takes "
+                                 "no noise: serve a flow-matching VLA (policy=vla policy.head=flow) or drop the field")
         if self.obs_map is not None:
             obs, filled = self.obs_map.invert(msg)
             if not filled.all() and not self._warned_unfilled:
@@ -140,7 +149,7 @@ class OpenpiPolicyServer:
         obs["timestamp_s"] = time.monotonic()
         t0 = time.perf_counter()
         with self._infer_lock:
-            out = self.policy.infer(obs)
+            out = self.policy.infer(obs) if noise is None else self.policy.infer(obs, noise=noise)
         infer_ms = (time.perf_counter() - t0) * 1e3
         self.counters["infers"] += 1
         if not isinstance(out, dict) or "actions" not in out:
