@@ -310,7 +310,8 @@ def model_config_from(cfg: Any) -> VLAModelConfig:
     return VLAModelConfig(
         cameras=tuple(cfg.sim.cameras), image_hw=(cfg.sim.image_height, cfg.sim.image_width),
         action_horizon=pc.action_horizon, head=pc.head, flow_steps=getattr(pc, "flow_steps", 10),
-        augment_shift_px=getattr(pc, "augment_shift_px", 4), **preset,
+        augment_shift_px=getattr(pc, "augment_shift_px", 4),
+        advantage_cond=bool(getattr(getattr(cfg, "learner", None), "advantage_conditioning", False)), **preset,
     )
 
 
@@ -318,6 +319,11 @@ def apply_finetune(model: VLAModel, cfg: Any) -> None:
     """``learner.finetune=lora|expert``: a full model gets the adapters (or freezing) in place; a
     model already in that mode must match its rank/targets (else the deltas could not load)."""
     lc = getattr(cfg, "learner", None)
+    if getattr(lc, "advantage_conditioning", False):  # RECAP-style: the VLA gets its advantage token
+        if not hasattr(model, "enable_advantage_cond"):
+            raise ValueError("learner.advantage_conditioning adds an advantage token to the VLA's observation tokens; "
+                             "it is built for policy.arch=native (the VLM VLA has none yet): use policy=vla")
+        model.enable_advantage_cond()
     mode = getattr(lc, "finetune", "full")
     if mode == "full":
         return  # a LoRA/expert checkpoint is served as it was trained

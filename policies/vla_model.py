@@ -31,6 +31,9 @@ from hil_robot.types import ACTION_DIM, STATE_DIM
 
 
 FINETUNE_MODES = ("full", "lora", "expert")
+# advantage conditioning (RECAP-style, learner.advantage_conditioning): one token tells the VLA
+# whether the sample's action was better than usual; serving always asks for a positive one
+ADV_NEGATIVE, ADV_POSITIVE, ADV_UNKNOWN = 0, 1, 2
 # the action expert (finetune=expert trains only these): the decoder stack and its heads
 EXPERT_PREFIXES = ("decoder.", "query_embed", "action_in.", "time_mlp.", "action_out.")
 
@@ -65,6 +68,8 @@ class VLAModelConfig:
     lora_alpha: float = 32.0
     lora_targets: tuple[str, ...] = ("linear1", "linear2", "self_qkv", "self_out", "cross_q", "cross_kv", "cross_out",
                                      "mlp.0", "mlp.3")
+    # an advantage-indicator token (negative / positive / unknown) joins the observation tokens
+    advantage_cond: bool = False
 
     def __post_init__(self) -> None:
         self.cameras = tuple(self.cameras)
@@ -174,6 +179,8 @@ class VLAModel(nn.Module):
             self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         self.action_out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, cfg.action_dim))
         self.norm = Normalizer(cfg.state_dim, cfg.action_dim)
+        if cfg.advantage_cond:
+            self.advantage_embed = nn.Parameter(torch.randn(3, d) * 0.02)
         self._pos_cache: dict[tuple[int, int, str], torch.Tensor] = {}
         if cfg.finetune != "full":
             self._setup_finetune()
@@ -190,6 +197,14 @@ class VLAModel(nn.Module):
         self.cfg.__post_init__()
         if mode != "full":
             self._setup_finetune()
+
+    def enable_advantage_cond(self) -> None:
+        """Add the advantage token to a model built without it (e.g. a pre-trained checkpoint that
+        is now fine-tuned RECAP-style); it starts near zero and always trains."""
+        if self.cfg.advantage_cond:
+            return
+        self.cfg.advantage_cond = True
+        self.advantage_embed = nn.Parameter(torch.randn(3, self.cfg.d_model, device=self.query_embed.device) * 0.02)
 
     def _setup_finetune(self) -> None:
         cfg = self.cfg
@@ -223,6 +238,8 @@ class VLAModel(nn.Module):
     def is_trainable(self, name: str) -> bool:
         """Does the parameter/tensor ``name`` train (and travel in a delta) under cfg.finetune?"""
         mode = self.cfg.finetune
+        if name == "advantage_embed":  # new with advantage conditioning: trains in every mode
+            return True
         if mode == "lora":
             return ".lora_A." in name or ".lora_B." in name
         if mode == "expert":
@@ -266,6 +283,8 @@ class VLAModel(nn.Module):
         text = self.text_proj(batch["text"]) + self.type_embed[0]
         state = self.state_proj(self.norm.norm_state(batch["state"])) + self.type_embed[1]
         tokens += [text.unsqueeze(1), state.unsqueeze(1)]
+        if self.cfg.advantage_cond:
+            tokens.append(self.advantage_embed[advantage_indicator(batch, state.shape[0], state.device)].unsqueeze(1))
         return self.memory_norm(self.encoder(torch.cat(tokens, dim=1)))
 
     def observation_features(self, batch: Mapping[str, Any]) -> torch.Tensor:
@@ -343,6 +362,18 @@ class VLAModel(nn.Module):
         kv, b = self.memory_kv(memory), memory.shape[0]
         return flow_invert(lambda x_t, t: self._decode(kv, b, x_t, t), self.norm.norm_action(target),
                            self.cfg.flow_steps, iters)
+
+
+def advantage_indicator(batch: Mapping[str, Any], b: int, device: torch.device) -> torch.Tensor:
+    """The batch's ``advantage_indicator`` int64 [B] (0 negative, 1 positive, 2 unknown), or all
+    positive when absent (serving asks for better-than-usual actions)."""
+    ind = batch.get("advantage_indicator")
+    if ind is None:
+        return torch.full((b,), ADV_POSITIVE, dtype=torch.long, device=device)
+    ind = torch.as_tensor(ind, device=device).long().reshape(-1)
+    if ind.shape[0] != b or bool(((ind < 0) | (ind > ADV_UNKNOWN)).any()):
+        raise ValueError(f"advantage_indicator must be int [{b}] in {{0, 1, 2}}, got {tuple(ind.shape)}")
+    return ind
 
 
 def initial_noise(shape: tuple[int, ...], noise: torch.Tensor | None, generator: torch.Generator | None,

@@ -44,7 +44,15 @@ class LearnerConfig:
     ema_decay: float = 0.0  # BC: > 0 publishes/serves an exponential moving average of the weights (e.g. 0.998)
     advantage_beta: float = 0.0  # > 0 enables critic-advantage weights exp(A/beta)
     advantage_max_weight: float = 20.0  # clip for exp(A/beta)
-    critic_checkpoint: str = ""  # progress-critic checkpoint (reward=critic, advantage_beta > 0)
+    critic_checkpoint: str = ""  # progress-critic checkpoint (reward=critic, advantage_beta > 0, advantage_source=critic)
+    # RECAP-style advantage conditioning (weighted BC): the VLA gets an advantage token; a sample is
+    # 'positive' when its critic advantage is in the batch's top advantage_positive_frac, or when a
+    # person acted (demo, recovery, correction); advantage_dropout of the samples get 'unknown';
+    # serving always asks for 'positive'
+    advantage_conditioning: bool = False
+    advantage_positive_frac: float = 0.3
+    advantage_dropout: float = 0.1
+    advantage_source: str = "critic"  # critic (learner.critic_checkpoint) | critic_online (critics trained on the run)
     # which VLA weights train (weighted BC): full | lora (peft LoRA adapters on lora_targets, base
     # frozen) | expert (only the action decoder/head). lora/expert publish only the trainable
     # tensors on the weight bus (deltas, with a base_id); serving resyncs the base on request.
@@ -123,6 +131,12 @@ class LearnerConfig:
         choice("learner.rl_obs", self.rl_obs, ("state", "image"))
         choice("learner.rl_actor", self.rl_actor, ("standalone", "residual", "noise"))
         choice("learner.rl_gripper", self.rl_gripper, ("discrete", "continuous"))
+        choice("learner.advantage_source", self.advantage_source, ("critic", "critic_online"))
+        in_range("learner.advantage_positive_frac", self.advantage_positive_frac, 0.0, 1.0)
+        in_range("learner.advantage_dropout", self.advantage_dropout, 0.0, 1.0)
+        if self.advantage_conditioning and self.algorithm not in ("weighted_bc", "bc"):
+            raise ConfigError("learner.advantage_conditioning trains the VLA with weighted BC: use learner=weighted_bc "
+                              f"(got learner.algorithm={self.algorithm})")
         if self.rl_actor == "noise" and self.algorithm != "rlpd":
             raise ConfigError(f"learner.rl_actor=noise (DSRL) is an RLPD actor; set learner=dsrl (got learner.algorithm="
                               f"{self.algorithm})")

@@ -267,8 +267,15 @@ class Learner:
         return self.online_critic
 
     def _advantage_fn(self) -> Callable | None:
-        if self.cfg.learner.advantage_beta <= 0:
+        lc = self.cfg.learner
+        if lc.advantage_beta <= 0 and not lc.advantage_conditioning:
             return None
+        if lc.advantage_source == "critic_online":  # critics trained on this run's own episodes
+            def online(batch: dict[str, Any]) -> np.ndarray:
+                r = self._online_critic().relabel(dict(batch))["reward"].astype(np.float64)
+                return ((r - r.mean()) / (r.std() + 1e-6)).astype(np.float32)
+
+            return online
         return lambda batch: critic_advantages(self._critic(), batch)
 
     # ------------------------------------------------------------------ one step

@@ -15,6 +15,12 @@ With ``learner.finetune=lora|expert`` the model arrives with its base frozen (pe
 or everything but the action expert), so only the adapter/expert parameters get gradients and
 optimiser state; the loss and the Sirius weights are the same.
 
+With ``learner.advantage_conditioning`` (RECAP-style) the VLA carries an advantage token: each
+sample's indicator is 'positive' when its advantage A_i is in the batch's top
+``advantage_positive_frac`` or a person acted (demo, recovery, correction), else 'negative';
+``advantage_dropout`` of the samples get 'unknown'. The loss weights stay as above; serving asks
+for 'positive' (``policies.vla_model.advantage_indicator``).
+
 4. with ``learner.ema_decay > 0``, an exponential moving average of the weights is what gets
    published and saved for serving (the optimiser keeps training the raw weights).
 
@@ -34,7 +40,9 @@ from torch import nn
 
 from hil_robot.config.learner import LearnerConfig
 from hil_robot.learn import dist
-from hil_robot.types import SEGMENT_ORDER
+from hil_robot.types import SEGMENT_INDEX, SEGMENT_ORDER, Segment
+
+_PERSON = np.array([SEGMENT_INDEX[s] for s in (Segment.DEMO, Segment.RECOVERY, Segment.CORRECTION)])
 
 AdvantageFn = Callable[[Mapping[str, Any]], np.ndarray]
 
@@ -79,6 +87,7 @@ class WeightedBC:
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
                                      weight_decay=1e-4, fused=self.device.type in ("cpu", "cuda"))
         self.num_updates = 0
+        self._adv_rng = np.random.default_rng(0)  # which samples get the 'unknown' indicator
         # Optional exponential moving average of the weights (learner.ema_decay): what is published
         # and saved for serving, while the optimiser keeps training the raw weights. The decay ramps
         # up as min(decay, (1 + n) / (10 + n)) so early weights are not frozen in.
@@ -125,13 +134,7 @@ class WeightedBC:
             if w.shape != (n,) or not torch.isfinite(w).all() or (w < 0).any():
                 raise ValueError(f"replay 'weight' must be finite, >= 0 and shape ({n},); got {tuple(w.shape)}")
         if self.cfg.advantage_beta > 0:
-            if "advantage" in batch:
-                adv = np.asarray(batch["advantage"], dtype=np.float32)
-            elif self.advantage_fn is not None:
-                adv = np.asarray(self.advantage_fn(batch), dtype=np.float32)
-            else:
-                raise KeyError("learner.advantage_beta > 0 needs advantages: an 'advantage' column or a critic")
-            a = torch.as_tensor(adv).reshape(n)
+            a = torch.as_tensor(self.advantages(batch, n))
             adv_w = torch.exp(a / self.cfg.advantage_beta).clamp(max=self.cfg.advantage_max_weight)
             adv_w = torch.nan_to_num(adv_w, nan=1.0)  # no critic value: neutral weight
             w = w * adv_w
@@ -139,14 +142,46 @@ class WeightedBC:
             metrics[f"{self.prefix}/advantage_mean"] = float(torch.nan_to_num(a).mean())
         return w.to(self.device), metrics
 
+    def advantages(self, batch: Mapping[str, Any], n: int) -> np.ndarray:
+        """A [B] float32: the batch's ``advantage`` column, else ``advantage_fn(batch)`` (computed once per batch)."""
+        if "advantage" in batch:
+            adv = np.asarray(batch["advantage"], dtype=np.float32)
+        elif self.advantage_fn is not None:
+            adv = np.asarray(self.advantage_fn(batch), dtype=np.float32)
+            if isinstance(batch, dict):
+                batch["advantage"] = adv
+        else:
+            raise KeyError("learner.advantage_beta > 0 / advantage_conditioning need advantages: an 'advantage' column "
+                           "or a critic (learner.critic_checkpoint, or learner.advantage_source=critic_online)")
+        return adv.reshape(n)
+
+    def advantage_indicators(self, batch: Mapping[str, Any], n: int) -> tuple[np.ndarray, dict[str, float]]:
+        """-> (int64 [B] in {0 negative, 1 positive, 2 unknown}, metrics): RECAP-style labels (module docstring)."""
+        from policies.vla_model import ADV_NEGATIVE, ADV_POSITIVE, ADV_UNKNOWN
+
+        a = np.nan_to_num(self.advantages(batch, n), nan=-np.inf)
+        frac = self.cfg.advantage_positive_frac
+        thresh = np.quantile(a[np.isfinite(a)], 1.0 - frac) if frac > 0 and np.isfinite(a).any() else np.inf
+        positive = a >= thresh
+        if "segment" in batch:
+            positive |= np.isin(np.asarray(batch["segment"]), _PERSON)
+        ind = np.where(positive, ADV_POSITIVE, ADV_NEGATIVE).astype(np.int64)
+        ind[self._adv_rng.random(n) < self.cfg.advantage_dropout] = ADV_UNKNOWN
+        return ind, {f"{self.prefix}/adv_positive_frac": float((ind == ADV_POSITIVE).mean())}
+
     # ------------------------------------------------------------------ update
     def update(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """batch: replay dict (numpy) -> metrics."""
         model_batch = self.batch_to_torch(batch, self.device)
+        cond_metrics: dict[str, float] = {}
+        if self.cfg.advantage_conditioning:
+            ind, cond_metrics = self.advantage_indicators(batch, len(model_batch["state"]))
+            model_batch["advantage_indicator"] = torch.from_numpy(ind).to(self.device)
         self.model.train()
         per_sample = self.loss_module(model_batch)  # [B]
         n = per_sample.shape[0]
         w, metrics = self.sample_weights(batch, n)
+        metrics.update(cond_metrics)
         total_w = w.sum()
         if total_w <= 0:
             return {**metrics, f"{self.prefix}/skipped_zero_weight": 1.0}
