@@ -13,6 +13,7 @@ Conditions (same wall-clock budget each):
                                 (rlpd_critic needs --critic-checkpoint PATH, else it is skipped)
     rlpd_critic_online          RLPD with the reward of critics the learner trains on the run's episodes
     dsrl       DSRL: the RLPD SAC steering the frozen pre-trained flow VLA through its noise (learner=dsrl)
+    recap      main + RECAP-style advantage conditioning (advantages from the online critics)
     finetune   weighted BC (as main) starting from the pre-trained VLA instead of fresh weights
                (dsrl/finetune use --vla-checkpoint PATH, or build one: --pretrain-steps N of BC on
                experiment.demo_episodes expert demos, policy.head=flow, plus the overrides given)
@@ -24,7 +25,7 @@ Conditions (same wall-clock budget each):
 
 JSON keys: final_success, minutes_to_90pct (null if not reached), final_intervention_rate,
 wbc_minus_bc_success, critic_minus_sparse_success, critic_online_minus_sparse_success,
-dsrl_minus_base_success, finetune_minus_main_success (null when a condition was not run),
+dsrl_minus_base_success, finetune_minus_main_success, recap_minus_main_success (null when a condition was not run),
 base_vla_success (the pre-trained VLA evaluated frozen on the runs' eval seeds).
 """
 
@@ -55,6 +56,8 @@ CONDITIONS: dict[str, list[str]] = {
     # the pre-trained VLA (policy.checkpoint is added): steered by DSRL, or fine-tuned by weighted BC
     "dsrl": ["learner=dsrl", "learner.batch_size=256", "policy=rl"],
     "finetune": [],
+    # RECAP-style advantage conditioning of the VLA, advantages from critics trained on the run
+    "recap": ["learner.advantage_conditioning=true", "learner.advantage_source=critic_online"],
 }
 NEEDS_VLA = ("dsrl", "finetune")
 # --quick: one round of the smallest sizes that still train and evaluate (~60 s on a loaded machine)
@@ -244,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "base_vla_success": base_success,
         "dsrl_minus_base_success": None if final("dsrl") is None or base_success is None else final("dsrl") - base_success,
         "finetune_minus_main_success": diff("finetune", "main"),
+        "recap_minus_main_success": diff("recap", "main"),
     }
     plot(results, out / "learning_curves.png")
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
