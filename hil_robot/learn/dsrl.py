@@ -11,7 +11,9 @@ demos — becomes a noise-space action the same way: the executed actions a_t..a
 (``invert_actions``: the Euler steps run backwards) to the noise that would have produced them
 from o_t. So interventions are offline RLPD data in the actor's own action space, with no recorded
 noise needed. The VLA is frozen, so each transition is inverted once and cached by (store,
-episode, step); noise outside the bound is clipped to it (counted: ``dsrl/noise_clipped_frac``).
+episode, step); noise outside the bound is clipped to it per dimension (``dsrl/noise_clipped_frac``:
+the share of clipped dimensions; a standard normal exceeds 1.5 in 13 % of them) and
+``dsrl/noise_rms`` tells whether the labels look like the VLA's own noise (RMS 1 for N(0, I)).
 
     labeler = NoiseLabeler(vla, buffer, lc)
     batch = labeler.relabel(batch)   # batch["action"] := noise / bound, float32 [B, H·D]
@@ -43,7 +45,7 @@ class NoiseLabeler:
         self.chunk_rows = chunk_rows
         self.cameras = tuple(cfg.cameras)
         self._cache: dict[tuple[int, int, int], np.ndarray] = {}  # -> noise / bound, float32 [H·D] (clipped)
-        self.stats = {"inverted": 0, "hits": 0, "clipped": 0}
+        self.stats = {"inverted": 0, "hits": 0, "clipped": 0, "rms_sum": 0.0}
 
     @property
     def noise_dim(self) -> int:
@@ -51,13 +53,13 @@ class NoiseLabeler:
 
     @torch.no_grad()
     def invert_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Buffer rows int64 [n] -> (noise / bound clipped to [-1, 1] float32 [n, H·D], was-clipped bool [n])."""
+        """Buffer rows int64 [n] -> (noise / bound clipped to [-1, 1] float32 [n, H·D], clipped dims int [n], RMS of the noise [n])."""
         from policies.vla import batch_to_torch
 
         model = self.vla.model
         was_training = model.training
         model.eval()
-        out, clipped = [], []
+        out, clipped, rms = [], [], []
         try:
             for start in range(0, len(rows), self.chunk_rows):
                 part = rows[start:start + self.chunk_rows]
@@ -69,11 +71,12 @@ class NoiseLabeler:
                 mb = batch_to_torch({k: v for k, v in g.items() if not k.startswith("next_obs/")}, self.vla.device)
                 noise = model.invert_actions(mb, mb["actions"], iters=self.iters).float().cpu().numpy()
                 u = noise.reshape(len(part), -1) / self.bound
-                clipped.append(np.abs(u).max(1) > 1.0)
+                clipped.append((np.abs(u) > 1.0).sum(1))
+                rms.append(np.sqrt((noise.reshape(len(part), -1) ** 2).mean(1)))
                 out.append(np.clip(u, -1.0, 1.0).astype(np.float32))
         finally:
             model.train(was_training)
-        return np.concatenate(out), np.concatenate(clipped)
+        return np.concatenate(out), np.concatenate(clipped), np.concatenate(rms)
 
     def relabel(self, batch: dict[str, Any]) -> dict[str, Any]:
         """batch["action"] := the transitions' noise-space actions float32 [B, H·D] in [-1, 1]
@@ -88,10 +91,11 @@ class NoiseLabeler:
                 first.setdefault(k, i)
         if first:
             idx = np.fromiter(first.values(), np.int64)
-            noise, clipped = self.invert_rows(np.asarray(batch["replay_row"])[idx])
+            noise, clipped, rms = self.invert_rows(np.asarray(batch["replay_row"])[idx])
             for i, u in zip(idx.tolist(), noise):
                 cache[keys[i]] = u
             self.stats["clipped"] += int(clipped.sum())
+            self.stats["rms_sum"] += float(rms.sum())
         self.stats["inverted"] += len(first)
         self.stats["hits"] += len(keys) - len(first)
         batch["env_action"] = batch["action"]
@@ -100,4 +104,6 @@ class NoiseLabeler:
 
     def metrics(self) -> dict[str, float]:
         n = max(1, self.stats["inverted"])
-        return {"dsrl/inverted": float(self.stats["inverted"]), "dsrl/noise_clipped_frac": self.stats["clipped"] / n}
+        return {"dsrl/inverted": float(self.stats["inverted"]),
+                "dsrl/noise_clipped_frac": self.stats["clipped"] / (n * self.noise_dim),
+                "dsrl/noise_rms": self.stats["rms_sum"] / n}

@@ -105,6 +105,8 @@ def test_labels_are_the_noise_that_reproduces_each_recorded_action(replay):
     assert np.abs(out["action"]).max() <= 1.0 and np.array_equal(out["env_action"], batch["action"])
     inverted = labeler.stats["inverted"]
     assert 0 < inverted <= 24
+    m = labeler.metrics()
+    assert 0.0 <= m["dsrl/noise_clipped_frac"] < 0.5 and m["dsrl/noise_rms"] > 0
     labeler.relabel(dict(batch))
     assert labeler.stats["inverted"] == inverted  # frozen VLA: each transition inverted once
     # decoding the label from the recorded observation gives back the executed action (unclipped rows)
