@@ -12,7 +12,10 @@ on one set, then score a second, disjoint set (other episode seeds) and report
   (VLAC update, ``policies.critic.score_episode``) with time, over successes / failures
   (a failure whose V stays constant counts as 0);
 * ``final_v_succ`` / ``final_v_fail``: mean final V over successes / failures;
-* ``train_s``: training wall time.
+* ``train_s``: training wall time;
+* online critic only: ``done_recall`` / ``done_fpr``: share of the successes' final frames / of the
+  negatives whose P(done) exceeds ``learner.critic_online_done_threshold`` (0.75): for ``online``
+  (the smallest member's P(done)) exactly where the learner's terminal and success bonus fire.
 
 The table shows the median over seeds (min–max in brackets when several).
 
@@ -41,6 +44,7 @@ critic's. Two readings of the ensemble (``EnsembleBackend``):
 * ``online_mean``: the plain ensemble mean of Δ and of P(done).
 
 ``train_s`` of the online critic is the critic training time only (both members, all rounds).
+``--quick``: 4 demos + 12 deploy episodes, 200 steps (the warm-up only, once all are in).
 
     python scripts/bench_critic.py [--quick] [--seeds 3] [--json out.json] [--no-vlm] [--no-online]
 
@@ -67,6 +71,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 METRICS = ("done_auc", "spearman_succ", "spearman_fail", "final_v_succ", "final_v_fail", "train_s")
+THRESHOLD_METRICS = ("done_recall", "done_fpr")  # the online critic only, at learner.critic_online_done_threshold
 
 
 def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -80,8 +85,10 @@ def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def calibration(backend, held) -> dict[str, float]:
-    from hil_robot.learn.critic import score_episodes
+def calibration(backend, held, threshold: float | None = None) -> dict[str, float]:
+    """The metrics of the module docstring; with ``threshold`` also ``done_recall`` (share of the
+    successes' final frames with P(done) > threshold) and ``done_fpr`` (share of the negatives)."""
+    from hil_robot.learn.critic import detection_rates, score_episodes
 
     scores = score_episodes(backend, held)
     succ = [s for s in scores if s["success"]]
@@ -89,9 +96,13 @@ def calibration(backend, held) -> dict[str, float]:
     pos = np.array([s["p_done"][-1] for s in succ])
     neg = np.concatenate([s["p_done"][:-3] for s in succ] + [s["p_done"] for s in fail])
     rho = lambda group: float(np.median([0.0 if np.isnan(s["spearman"]) else s["spearman"] for s in group]))  # noqa: E731
-    return {"done_auc": roc_auc(pos, neg), "spearman_succ": rho(succ), "spearman_fail": rho(fail),
-            "final_v_succ": float(np.mean([s["value"][-1] for s in succ])),
-            "final_v_fail": float(np.mean([s["value"][-1] for s in fail]))}
+    out = {"done_auc": roc_auc(pos, neg), "spearman_succ": rho(succ), "spearman_fail": rho(fail),
+           "final_v_succ": float(np.mean([s["value"][-1] for s in succ])),
+           "final_v_fail": float(np.mean([s["value"][-1] for s in fail]))}
+    if threshold is not None:
+        rates = detection_rates(pos, neg, threshold)
+        out.update(done_recall=rates["recall"], done_fpr=rates["false_positive_rate"])
+    return out
 
 
 class EnsembleBackend:
@@ -214,8 +225,9 @@ def run_online(seed: int, args: argparse.Namespace, held, tmp: str):
     assert oc.steps == lc.critic_online_warmup_steps + rounds * lc.critic_online_steps, oc.steps
     run = {"run_episodes": float(len(seeds)), "run_failures": float(n_fail), "run_takeover_episodes": float(n_take)}
     train_s = oc.stats["train_s"]
-    out = {"online": {**calibration(EnsembleBackend(oc, penalised=True), held), "train_s": train_s},
-           "online_mean": {**calibration(EnsembleBackend(oc, penalised=False), held), "train_s": train_s}}
+    thr = lc.critic_online_done_threshold
+    out = {"online": {**calibration(EnsembleBackend(oc, penalised=True), held, thr), "train_s": train_s},
+           "online_mean": {**calibration(EnsembleBackend(oc, penalised=False), held, thr), "train_s": train_s}}
     return out, run, oc
 
 
@@ -300,15 +312,18 @@ def main(argv: list[str] | None = None) -> int:
               f"{[int(r['_run']['run_takeover_episodes']) for r in runs]} (per seed)")
     print(f"\n{args.task}, {args.hw}x{args.hw}, train {args.train_succ}+{args.train_fail} / held-out "
           f"{args.held_succ}+{args.held_fail} episodes (succ+fail), median over {args.seeds} seed(s)")
-    print(f"{'metric':<15}" + "".join(f"{c:>22}" for c in critics))
-    for m in METRICS:
+    print(f"{'metric':<15}" + "".join(f"{c:>24}" for c in critics))
+    for m in METRICS + tuple(m for m in THRESHOLD_METRICS if any(m in runs[0][c] for c in critics)):
         cells = []
         for c in critics:
+            if m not in runs[0][c]:
+                cells.append("—")
+                continue
             vals = np.array([r[c][m] for r in runs])
             res[f"{c}_{m}"] = float(np.median(vals))
             spread = f" [{vals.min():.2f}–{vals.max():.2f}]" if len(vals) > 1 else ""
             cells.append(f"{np.median(vals):.3f}{spread}")
-        print(f"{m:<15}" + "".join(f"{cell:>22}" for cell in cells))
+        print(f"{m:<15}" + "".join(f"{cell:>24}" for cell in cells))
     print(f"total {time.perf_counter() - t_start:.1f} s; load {open('/proc/loadavg').read().split()[0]}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))

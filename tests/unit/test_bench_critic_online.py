@@ -55,8 +55,10 @@ def test_online_condition_gives_finite_in_range_metrics(online_run):
     assert run["run_episodes"] == 9 and 0 <= run["run_failures"] <= 6 and run["run_takeover_episodes"] >= 1
     for name in ("online", "online_mean"):
         m = out[name]
-        assert set(m) == {"done_auc", "spearman_succ", "spearman_fail", "final_v_succ", "final_v_fail", "train_s"}
+        assert set(m) == {"done_auc", "spearman_succ", "spearman_fail", "final_v_succ", "final_v_fail", "train_s",
+                          "done_recall", "done_fpr"}
         assert all(np.isfinite(v) for v in m.values()), m
+        assert 0.0 <= m["done_recall"] <= 1.0 and 0.0 <= m["done_fpr"] <= 1.0
         assert 0.0 <= m["done_auc"] <= 1.0 and -1.0 <= m["spearman_succ"] <= 1.0 and -1.0 <= m["spearman_fail"] <= 1.0
         assert 0.0 <= m["final_v_fail"] <= 1.0 and 0.0 <= m["final_v_succ"] <= 1.0 and m["train_s"] > 0
 
