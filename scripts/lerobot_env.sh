@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${LEROBOT_VENV:-.venv-lerobot}
-LEROBOT_SPEC='lerobot[smolvla,dataset]==0.6.1'
+LEROBOT_SPEC='lerobot[smolvla,dataset,peft]==0.6.1'  # peft: LoRA fine-tuning (hil_robot/learn/lerobot_bc.py)
 
 stamp="$VENV/.hil_robot_lerobot_setup"
 want=$(cat pyproject.toml scripts/lerobot_env.sh | sha256sum | cut -d' ' -f1)
