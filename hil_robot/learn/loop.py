@@ -184,6 +184,15 @@ class Learner:
 
     def _build_algorithm(self, fresh: bool) -> Any:
         lc = self.cfg.learner
+        if lc.algorithm in ("weighted_bc", "bc") and self.cfg.policy.name == "lerobot":
+            # a LeRobot checkpoint (LeRobot env), fine-tuned with its own loss and the Sirius weights;
+            # its normalisation statistics are the checkpoint's (never refitted)
+            from hil_robot.learn.lerobot_bc import LeRobotBC, check_supported
+            from policies.lerobot_backend import make_lerobot_policy
+
+            check_supported(lc, self.cfg.policy)
+            self.vla = make_lerobot_policy(self.cfg, device=str(self.device))
+            return LeRobotBC(lc, self.vla, self.device)
         if lc.algorithm in ("weighted_bc", "bc"):
             from hil_robot.learn.weighted_bc import WeightedBC
             from policies.registry import make_policy
@@ -226,6 +235,8 @@ class Learner:
         return algo
 
     def _horizon(self) -> int:
+        if self.vla is not None and self.cfg.policy.name == "lerobot":
+            return int(self.vla.horizon)  # the LeRobot checkpoint's chunk_size
         return int(self.vla.config.action_horizon) if self.vla is not None else 1
 
     def _critic(self) -> Any:
@@ -331,7 +342,10 @@ class Learner:
         }
         state = {"algo": self.algo.state_dict(), "rng": ckpt.rng_state()}
         writer = None
-        if self.cfg.learner.algorithm in ("weighted_bc", "bc"):
+        if hasattr(self.algo, "save_policy"):  # LeRobot BC: a LeRobot save_pretrained directory
+            def writer(tmp: Path) -> None:
+                self.algo.save_policy(tmp / "policy")
+        elif self.cfg.learner.algorithm in ("weighted_bc", "bc"):
             from policies import checkpoint as policy_ckpt
 
             def writer(tmp: Path) -> None:  # the weights that are served (the EMA when learner.ema_decay > 0)
