@@ -243,7 +243,17 @@ class HilRun:
         out = open(self.run_dir / "logs" / "supervisor.log", "a")
         self._files.append(out)
         return Supervisor(specs, self.env, out=out, log_dir=str(self.run_dir / "logs"), shutdown_timeout_s=20.0,
-                          echo=None if verbose() and not self.quiet else (lambda line: False), warn=True)
+                          echo=None if verbose() and not self.quiet else (lambda line: False), warn=True,
+                          command_for=lambda spec: spec.command(self.python_for(spec)))
+
+    def python_for(self, spec: ProcessSpec) -> str:
+        """The learner of a LeRobot policy trains it in the LeRobot environment (hil_robot/lerobot_env.py),
+        like its policy server (which re-executes itself there); everything else runs here."""
+        if spec.name == "learner" and self.cfg.policy.name == "lerobot":
+            from hil_robot.lerobot_env import lerobot_python
+
+            return lerobot_python(self.cfg.policy)
+        return sys.executable
 
     def _bars(self) -> bool:
         return not self.quiet and sys.stderr.isatty()
@@ -263,8 +273,6 @@ class HilRun:
             _spec("operator", ["operator", f"port={self.ports['operator']}",
                                f"log={self.run_dir / 'metrics' / 'operator_log.jsonl'}", *o]),
         ]
-        if c.policy.name == "lerobot":  # nothing it could serve (LEROBOT_LEARNER_NOTE)
-            specs = [s for s in specs if s.name != "learner"]
         if self.separate_eval_policy:
             keep = [x for x in o if not x.startswith("policy.rl_explore=")]
             specs.append(_spec("eval_policy", ["serve-policy", f"port={self.ports['eval_policy']}", "transport.subscribe_weights=true",
@@ -323,10 +331,7 @@ class HilRun:
         self._files.clear()
 
     def follow_weights(self) -> list[str]:
-        """serve-policy arguments that make it follow the learner's weight bus (none for a LeRobot
-        checkpoint, which is served as is, from the LeRobot environment: hil_robot/lerobot_env.py)."""
-        if self.cfg.policy.name == "lerobot":
-            return []
+        """serve-policy arguments that make it follow the learner's weight bus."""
         return ["transport.subscribe_weights=true", f"transport.weights_port={self.ports['weights']}"]
 
     # ------------------------------------------------------------------ phases
@@ -434,7 +439,7 @@ class HilRun:
         human = sum(r["human_steps"] for r in deploy)
         ups = (stats or {}).get("learner_updates_per_s", math.nan)
         ups = self.learner_rate() if math.isnan(ups) else ups
-        learner = "learner off" if self.cfg.policy.name == "lerobot" else f"learner {ups:.1f} upd/s"
+        learner = f"learner {ups:.1f} upd/s"
         fresh = [r for r in evals if r["seed_kind"] == "fresh"]
         fixed = [r for r in evals if r["seed_kind"] != "fresh"]
         ev = f"eval {len(evals)} eps: success {rate(evals, 'success')}"
@@ -510,9 +515,7 @@ class HilRun:
             say(f"[round 0] {len(rows)} demos, {sum(r['success'] for r in rows)} successful", flush=True)
         self._services_t = time.monotonic()
         self.cpu.take()  # shares count from here: the demo phase is not a round
-        if self.cfg.policy.name == "lerobot":
-            say(LEROBOT_LEARNER_NOTE, flush=True)
-        elif self.env_steps >= self.cfg.learner.min_replay_steps:  # the learner can train on the demos first
+        if self.env_steps >= self.cfg.learner.min_replay_steps:  # the learner can train on the demos first
             version = self.wait_for_weights(1, timeout_s=max(120.0, 60.0 * e.max_minutes / 3))
             if self.separate_eval_policy:
                 self.wait_for_weights(1, timeout_s=max(120.0, 60.0 * e.max_minutes / 3), server="eval_policy")
@@ -573,23 +576,22 @@ def _overrides(argv: Sequence[str], options: dict[str, Any]) -> list[str]:
     return [a for a in argv if a.partition("=")[0].lstrip("-").replace("-", "_") not in options]
 
 
-LEROBOT_LEARNER_NOTE = (
-    "policy=lerobot: the LeRobot checkpoint is served as is (weights v0) for the whole run and the learner is off "
-    "(learning for LeRobot policies is a later step); every step, takeovers included, is recorded in store/ - "
-    "hil-robot export store/ --format lerobot gives a LeRobotDataset to fine-tune it with")
-
-
 def check_policy_matches_learner(cfg: RootConfig) -> None:
     """The served policy must be able to load what the learner publishes (else every weight update
     would be rejected and the run would deploy an untrained policy for its whole budget). A LeRobot
-    policy follows no weights and the run starts no learner (LEROBOT_LEARNER_NOTE)."""
+    policy is fine-tuned by learner=weighted_bc|bc in the LeRobot environment (hil_robot/learn/lerobot_bc.py)."""
     algo, name = cfg.learner.algorithm, cfg.policy.name
     if name == "lerobot":
         from hil_robot.lerobot_env import lerobot_python
+        from policies.lerobot_backend import check_finetune_action_space
 
         if not cfg.policy.checkpoint:
             raise ConfigError("policy=lerobot needs policy.checkpoint=DIR (a LeRobot save_pretrained directory); "
                               "random weights for a first run: .venv-lerobot/bin/python -m policies.lerobot_tiny out=DIR")
+        if algo not in ("weighted_bc", "bc"):
+            raise ConfigError(f"learner.algorithm={algo} cannot train a LeRobot policy; policy=lerobot is fine-tuned with "
+                              "learner=weighted_bc (Sirius weights) or learner=bc")
+        check_finetune_action_space(cfg.policy)  # the recorded actions are our EE delta
         lerobot_python(cfg.policy)  # the LeRobot environment exists (else: run make lerobot-env)
         return
     if algo == "rlpd" and name != "rl":

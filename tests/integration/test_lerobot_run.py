@@ -1,7 +1,9 @@
 """``hil-robot run experiment=sim_pick_cube policy=lerobot`` with a random-weight LeRobot ACT: the
 policy server runs in the LeRobot environment, the controller, simulated operator and recorder are
-the usual ones; one round completes with operator takeovers recorded, and ``hil-robot export
---format lerobot`` writes a dataset that the LeRobot environment's own LeRobotDataset loads."""
+the usual ones; the learner fine-tunes the ACT (LoRA, Sirius-weighted BC) in the LeRobot environment and
+its deltas reach the served policy (the deployment runs on weights newer than the checkpoint); one
+round completes with operator takeovers recorded, and ``hil-robot export --format lerobot`` writes a
+dataset that the LeRobot environment's own LeRobotDataset loads."""
 
 from __future__ import annotations
 
@@ -45,7 +47,8 @@ def test_run_with_a_lerobot_policy_records_takeovers_and_exports(tmp_path):
     overrides = ["experiment=sim_pick_cube", "policy=lerobot", f"policy.checkpoint={ckpt}", "experiment.rounds=1",
                  "experiment.demo_episodes=2", "experiment.episodes_per_round=2", "experiment.eval_episodes=1",
                  "experiment.wandb_mode=offline", "sim.image_height=64", "sim.image_width=64",
-                 "sim.max_episode_steps=40", "learner.batch_size=8", "learner.min_replay_steps=16"]
+                 "sim.max_episode_steps=40", "learner.batch_size=8", "learner.min_replay_steps=16",
+                 "learner.finetune=lora", "learner.lora_rank=4"]
     cfg = load_config(overrides)
     result = hil_run.main(cfg, overrides, tmp_path / "run", quiet=True)
     assert "error" not in result, result.get("error")
@@ -59,7 +62,11 @@ def test_run_with_a_lerobot_policy_records_takeovers_and_exports(tmp_path):
     human = sum(m.segment_counts.get("recovery", 0) + m.segment_counts.get("correction", 0) for m in deploy)
     policy_steps = sum(m.segment_counts.get("autonomous", 0) + m.segment_counts.get("pre_intervention", 0) for m in deploy)
     assert human > 0 and policy_steps > 0
-    assert all(max(m.policy_versions, default=-1) == 0 for m in deploy)  # the checkpoint, as loaded
+    # the learner trained (in .venv-lerobot) and its LoRA deltas landed in the served policy
+    assert result["learner_updates"] > 0 and result["weight_version"] >= 1, result
+    assert all(max(m.policy_versions, default=-1) >= 1 for m in deploy), [m.policy_versions for m in deploy]
+    assert "wbc/loss" in (run_dir / "logs" / "learner.log").read_text()  # Sirius-weighted BC ran
+    assert "'kind': 'delta'" in (run_dir / "logs" / "policy.log").read_text()  # LoRA deltas were installed
     assert EpisodeStore(run_dir / "eval_store", read_only=True).episodes()  # the operator-free evaluation ran too
 
     out = tmp_path / "lerobot_ds"
