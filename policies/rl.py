@@ -353,7 +353,8 @@ class RLPolicy:
         return {"actions": out.cpu().numpy().astype(np.float32), "policy_version": version}
 
     def _infer_noise(self, obs: dict, batch: dict) -> dict:
-        """DSRL: the actor picks the noise, the frozen VLA integrates it; -> the chunk's first action."""
+        """DSRL: the actor picks the noise, the frozen VLA integrates it; -> the VLA's whole chunk
+        (the controller runs ``policy.n_action_steps`` of it: 1 = the actor chooses at every tick)."""
         with self._lock:
             feat = self.featurizer(self.featurizer.state(batch, "obs/"),
                                    self.featurizer.images(batch, "obs/") if self.featurizer.encoder is not None else None)
@@ -361,7 +362,7 @@ class RLPolicy:
             noise = (self.cfg.rl_noise_bound * u).reshape(1, *self.noise_shape).cpu()
             version = self.version
         out = self.base_policy.infer(obs, noise=noise)
-        return {"actions": np.asarray(out["actions"], np.float32)[:1], "policy_version": version,
+        return {"actions": np.asarray(out["actions"], np.float32), "policy_version": version,
                 "base_version": int(out.get("policy_version", -1))}
 
     def reset(self) -> None:
@@ -374,7 +375,7 @@ class RLPolicy:
         if self.base_policy is not None:  # the VLA underneath needs its cameras too
             base_cams = getattr(getattr(self.base_policy, "config", None), "cameras", ())
             cameras += [c for c in base_cams if c not in cameras]
-        return {"name": "rl", "action_horizon": 1, "action_dim": 7, "cameras": cameras,
+        return {"name": "rl", "action_horizon": self.noise_shape[0] if self.noise_mode else 1, "action_dim": 7, "cameras": cameras,
                 "policy_version": self.version, "rl_obs": self.cfg.rl_obs, "rl_actor": self.cfg.rl_actor,
                 "explore": not self.deterministic}
 

@@ -54,7 +54,9 @@ CONDITIONS: dict[str, list[str]] = {
     "rlpd_critic": [*RLPD, "learner.reward=critic"],
     "rlpd_critic_online": [*RLPD, "learner.reward=critic_online"],  # critics trained on the run's episodes
     # the pre-trained VLA (policy.checkpoint is added): steered by DSRL, or fine-tuned by weighted BC
-    "dsrl": ["learner=dsrl", "learner.batch_size=256", "policy=rl"],
+    # (the served chunk is run 5 steps at a time, as the VLA was: per tick, random noise took the
+    # frozen BC VLA from 0.20 to 0.05 eval success)
+    "dsrl": ["learner=dsrl", "learner.batch_size=256", "policy=rl", "policy.action_horizon=10", "policy.n_action_steps=5"],
     "finetune": [],
     # RECAP-style advantage conditioning of the VLA, advantages from critics trained on the run
     "recap": ["learner.advantage_conditioning=true", "learner.advantage_source=critic_online"],

@@ -139,10 +139,10 @@ def test_noise_mode_trains_over_the_noise_and_serves_through_the_vla(replay):
     obs.update(state=np.linspace(-1, 1, 15).astype(np.float32), task_state=np.ones(6, np.float32),
                prompt="pick up the red cube", timestamp_s=0.0)
     out = policy.infer(obs)
-    assert out["actions"].shape == (1, 7) and out["policy_version"] == 7
+    assert out["actions"].shape == (4, 7) and out["policy_version"] == 7  # the VLA's chunk
     assert set(policy.metadata["cameras"]) == {"front", "wrist"}  # the VLA underneath needs its cameras
     u = algo.act({"obs/state": obs["state"][None], "obs/task_state": obs["task_state"][None]}, deterministic=True)
-    want = vla.infer(obs, noise=(lc.rl_noise_bound * u).reshape(4, 7))["actions"][:1]
+    want = vla.infer(obs, noise=(lc.rl_noise_bound * u).reshape(4, 7))["actions"]
     assert np.allclose(out["actions"], want, atol=1e-6)
 
 
