@@ -286,11 +286,11 @@ def actor_dims(cfg, feature_dim: int, noise_dim: int = 0) -> tuple[int, int]:
 
 class RLPolicy:
     """The SAC actor as a ``types.Policy`` + ``types.WeightUpdatable`` (what the learner publishes:
-    ``featurizer.*``, ``actor.*``, ``gripper_critic.*``). Chunks have H = 1.
+    ``featurizer.*``, ``actor.*``, ``gripper_critic.*``). Chunks have H = 1, except in noise mode.
 
     base_policy: residual mode — a Policy whose first action the actor corrects; noise mode (DSRL)
     — a flow-matching ``VLAPolicy`` (frozen) whose chunk the actor chooses through its initial noise
-    (``infer(obs, noise=...)``); the first action of that chunk is served.
+    (``infer(obs, noise=...)``); that whole chunk is served.
     """
 
     def __init__(self, cfg, obs_spec: Mapping, *, base_policy=None, deterministic: bool = True,

@@ -172,9 +172,8 @@ class RLPD:
         self.residual = cfg.rl_actor == "residual"
         self.noise = cfg.rl_actor == "noise"
         self.discrete_gripper = cfg.rl_gripper == "discrete" and not self.noise
-        self.action_dim = ACTION_DIM - 1 if self.discrete_gripper else ACTION_DIM
-        if self.noise:
-            self.action_dim = actor_dims(cfg, 0, int(obs_spec.get("noise_dim", 0)))[1]
+        noise_dim = int(obs_spec.get("noise_dim", 0)) if self.noise else 0
+        self.action_dim = actor_dims(cfg, 0, noise_dim)[1]
         hidden = tuple(cfg.rl_hidden_dims)
 
         def critic_parts() -> tuple[RLFeaturizer, EnsembleCritic, GripperCritic | None]:
@@ -188,7 +187,7 @@ class RLPD:
         self.critic_loss = _CriticLoss(self.featurizer, self.critic, self.gripper_critic).to(self.device)
         self.target.load_state_dict(self.critic_loss.state_dict())
         self.target.requires_grad_(False)
-        actor_in, _ = actor_dims(cfg, self.featurizer.out_dim, self.action_dim if self.noise else 0)
+        actor_in, _ = actor_dims(cfg, self.featurizer.out_dim, noise_dim)
         self.actor = TanhGaussianActor(actor_in, self.action_dim, hidden).to(self.device)
         self.actor_loss = _ActorLoss(self.actor, self.critic).to(self.device)
         self.temperature = _Temperature(cfg.init_temperature).to(self.device)

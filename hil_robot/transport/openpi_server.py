@@ -62,6 +62,7 @@ class OpenpiPolicyServer:
         self.obs_map = obs_map
         self.api_key = api_key
         self.counters = {"connections": 0, "infers": 0, "errors": 0, "refused": 0}
+        self._takes_noise = "noise" in inspect.signature(policy.infer).parameters  # the openpi noise field
         self._infer_lock = threading.Lock()
         self._warned_unfilled = False
         self._server = serve(self._handle, host, port, process_request=self._process_request, compression=None,
@@ -134,7 +135,7 @@ class OpenpiPolicyServer:
         noise = msg.pop("noise", None)  # optional: the flow's initial noise [H, D] (DSRL steering)
         if noise is not None:
             noise = np.asarray(noise, np.float32)
-            if "noise" not in inspect.signature(self.policy.infer).parameters:
+            if not self._takes_noise:
                 raise ValueError(f"the request has a 'noise' field but this policy ({type(self.policy).__name__}) takes "
                                  "no noise: serve a flow-matching VLA (policy=vla policy.head=flow) or drop the field")
         if self.obs_map is not None:
