@@ -68,32 +68,44 @@ QUICK = ["experiment.demo_episodes=4", "experiment.rounds=1", "experiment.episod
          "learner.batch_size=16", "learner.min_replay_steps=32"]
 
 
-def run_condition(name: str, extra: list[str], minutes: float, out_dir: Path) -> dict[str, Any]:
+TASKS = ("pick_cube", "push_target", "peg_insert", "stack_cubes")  # one experiment each, one shared recipe
+
+
+def result_key(task: str, name: str) -> str:
+    """results.json key of one (task, condition) run: the condition alone for pick_cube (as before
+    --tasks existed, so earlier files still merge), ``task/condition`` for the other tasks."""
+    return name if task == "pick_cube" else f"{task}/{name}"
+
+
+def run_condition(name: str, extra: list[str], minutes: float, out_dir: Path, task: str = "pick_cube") -> dict[str, Any]:
     from hil_robot import run as hil_run
     from hil_robot.config import load_config
 
     rounds = [] if any(o.startswith("experiment.rounds=") for o in extra) else ["experiment.rounds=1000"]  # the budget governs
-    overrides = ["experiment=sim_pick_cube", f"experiment.max_minutes={minutes}", *rounds, *extra]
+    overrides = [f"experiment=sim_{task}", f"experiment.max_minutes={minutes}", *rounds, *extra]
     cfg = load_config(overrides)
     t0 = time.monotonic()
-    run_dir = out_dir / name
+    run_dir = out_dir / result_key(task, name)
     if run_dir.exists():  # a rerun must start from an empty store, not append to the last run's episodes
         run_dir = out_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = hil_run.main(cfg, overrides, run_dir, quiet=True)
     result["bench_wall_min"] = (time.monotonic() - t0) / 60
     result["overrides"] = overrides
+    result["task"] = task
+    result["condition"] = name
     return result
 
 
-def pretrain_vla(out_dir: Path, steps: int, overrides: list[str]) -> Path:
+def pretrain_vla(out_dir: Path, steps: int, overrides: list[str], task: str = "pick_cube") -> Path:
     """Record experiment.demo_episodes expert demos and train a flow-matching VLA on them with
     ``hil-robot train-bc`` for ``steps`` updates -> the policy directory."""
     from hil_robot.cli import main as cli
     from hil_robot.config import load_config
 
-    base = ["experiment=sim_pick_cube", *overrides]
+    base = [f"experiment=sim_{task}", *overrides]
     cfg = load_config(base)
-    demos, ckpt, run_dir = out_dir / "pretrain_demos", out_dir / "pretrain_vla", out_dir / "pretrain_run"
+    sub = "" if task == "pick_cube" else f"{task}_"
+    demos, ckpt, run_dir = out_dir / f"{sub}pretrain_demos", out_dir / f"{sub}pretrain_vla", out_dir / f"{sub}pretrain_run"
     t0 = time.monotonic()
     if not demos.exists():
         if cli(["collect-demos", *base, f"out={demos}", f"episodes={cfg.experiment.demo_episodes}"]):
@@ -106,14 +118,14 @@ def pretrain_vla(out_dir: Path, steps: int, overrides: list[str]) -> Path:
     return ckpt
 
 
-def evaluate_frozen(ckpt: Path, out_dir: Path, overrides: list[str]) -> float | None:
+def evaluate_frozen(ckpt: Path, out_dir: Path, overrides: list[str], task: str = "pick_cube") -> float | None:
     """The pre-trained VLA, frozen, on the runs' fixed eval seeds (EVAL_SEED0 + seed·1000 + i)."""
     from hil_robot import run as hil_run
     from hil_robot.config import load_config
 
-    base = ["experiment=sim_pick_cube", *overrides]
+    base = [f"experiment=sim_{task}", *overrides]
     cfg = load_config(base)
-    out = out_dir / "base_vla_eval"
+    out = out_dir / ("base_vla_eval" if task == "pick_cube" else f"{task}_base_vla_eval")
     seed0 = hil_run.EVAL_SEED0 + cfg.experiment.seed * 1000
     hil_run.evaluate([*base, f"checkpoint={ckpt}", f"episodes={cfg.experiment.eval_episodes}", f"seed={seed0}",
                       f"out={out}", "video=false"])
@@ -133,6 +145,63 @@ def minutes_to(rounds: list[dict[str, Any]], threshold: float) -> float | None:
 
 def _num(x: Any) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def last_mean(rounds: list[dict[str, Any]], n: int = 5) -> float | None:
+    vals = [float(r["eval_success"]) for r in rounds[-n:] if _num(r.get("eval_success")) is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def task_table(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """results -> {"task/condition": figures}: final eval (fresh + fixed seeds) with its Wilson 95 %
+    interval, the last five rounds' mean, minutes / env steps / learner updates to the first round
+    at >= 80 % and >= 90 %, and the run's totals, so a loaded machine does not hide the curve."""
+    table: dict[str, dict[str, Any]] = {}
+    for key, res in results.items():
+        rounds = res.get("rounds") or []
+        task = res.get("task") or (key.split("/")[0] if "/" in key else "pick_cube")
+        cond = res.get("condition") or key.split("/")[-1]
+        last = rounds[-1] if rounds else {}
+
+        def first(th: float, field: str) -> float | None:
+            for r in rounds:
+                if _num(r.get("eval_success")) is not None and float(r["eval_success"]) >= th:
+                    return _num(r.get(field))
+            return None
+
+        ci = res.get("final_eval_ci95") or [None, None]
+        upd = _num(last.get("learner_updates"))
+        table[f"{task}/{cond}"] = {
+            "task": task, "condition": cond, "rounds": len(rounds), "minutes": _num(last.get("wall_min")),
+            "env_steps": _num(last.get("env_steps")), "learner_updates": upd,
+            "updates_per_s": None if upd is None or not _num(last.get("wall_min")) else upd / (60 * float(last["wall_min"])),
+            "final_success": _num(res.get("final_eval_success")), "final_ci95": [_num(ci[0]), _num(ci[1])],
+            "last5_success": last_mean(rounds), "best_success": max((float(r["eval_success"]) for r in rounds
+                                                                     if _num(r.get("eval_success")) is not None), default=None),
+            "minutes_to_80pct": first(0.8, "wall_min"), "env_steps_to_80pct": first(0.8, "env_steps"),
+            "updates_to_80pct": first(0.8, "learner_updates"),
+            "minutes_to_90pct": first(0.9, "wall_min"), "env_steps_to_90pct": first(0.9, "env_steps"),
+            "updates_to_90pct": first(0.9, "learner_updates"),
+            "error": res.get("error"),
+        }
+    return table
+
+
+def print_task_table(table: dict[str, dict[str, Any]]) -> None:
+    def f(x: Any, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    print(f"\n{'task/condition':<24} {'rounds':>6} {'min':>5} {'env steps':>9} {'updates':>7} {'upd/s':>5} "
+          f"{'final [95% CI]':>17} {'last5':>5} {'best':>5} {'to 80%: min/steps/upd':>23} {'to 90%: min/steps/upd':>23}")
+    for key, t in table.items():
+        ci = t["final_ci95"]
+        final = f"{f(t['final_success'], '.2f')} [{f(ci[0], '.2f')},{f(ci[1], '.2f')}]"
+        to = [f"{f(t[f'minutes_to_{p}pct'], '.1f')}/{f(t[f'env_steps_to_{p}pct'], '.0f')}/{f(t[f'updates_to_{p}pct'], '.0f')}"
+              for p in (80, 90)]
+        print(f"{key:<24} {t['rounds']:>6} {f(t['minutes'], '.1f'):>5} {f(t['env_steps'], '.0f'):>9} "
+              f"{f(t['learner_updates'], '.0f'):>7} {f(t['updates_per_s'], '.2f'):>5} {final:>17} "
+              f"{f(t['last5_success'], '.2f'):>5} {f(t['best_success'], '.2f'):>5} {to[0]:>23} {to[1]:>23}"
+              + (f"  ERROR {t['error']}" if t.get("error") else ""))
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
@@ -172,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="", help="write the flat metric JSON here")
     ap.add_argument("--merge", default="", help="comma-separated results.json files of earlier runs: their "
                     "conditions join the table, plot and JSON (a condition run now wins)")
+    ap.add_argument("--tasks", default="pick_cube", help=f"comma-separated sim tasks or 'all' ({', '.join(TASKS)}): "
+                    "each condition runs on each task's experiment (configs/experiment/sim_<task>.yaml)")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every condition")
     args = ap.parse_args(argv)
 
@@ -179,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in CONDITIONS]
     if unknown:
         ap.error(f"unknown condition(s) {unknown}; choose from {sorted(CONDITIONS)}")
+    tasks = list(TASKS) if args.tasks.strip() == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    bad = [t for t in tasks if t not in TASKS]
+    if bad or not tasks:
+        ap.error(f"--tasks {args.tasks!r}: unknown task(s) {bad}; choose from {', '.join(TASKS)} or 'all'")
     minutes = min(args.minutes, 3.0) if args.quick else args.minutes
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,45 +266,55 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(earlier, dict) or not all(isinstance(v, dict) and "rounds" in v for v in earlier.values()):
             ap.error(f"--merge {path}: not a bench_learning results.json (condition -> {{rounds: [...]}})")
         results.update({k: v for k, v in earlier.items() if k not in names})
-    vla_ckpt, base_success = args.vla_checkpoint, None
-    if any(n in NEEDS_VLA for n in names):
-        if not vla_ckpt and args.pretrain_steps > 0:
-            vla_ckpt = str(pretrain_vla(out, args.pretrain_steps, (QUICK if args.quick else []) + list(args.overrides)))
-        if vla_ckpt:
-            base_success = evaluate_frozen(Path(vla_ckpt), out, (QUICK if args.quick else []) + list(args.overrides))
-            print(f"pre-trained VLA, frozen: eval success {base_success}", flush=True)
-    for name in names:
-        extra = list(CONDITIONS[name]) + (QUICK if args.quick else []) + list(args.overrides)
-        if name in NEEDS_VLA:
-            if not vla_ckpt:
-                print(f"{name}: skipped (pass --vla-checkpoint PATH or --pretrain-steps N)", flush=True)
-                continue
-            extra.append(f"policy.checkpoint={vla_ckpt}")
-        if name == "rlpd_critic":
-            if not args.critic_checkpoint:
-                print("rlpd_critic: skipped (pass --critic-checkpoint PATH from `hil-robot train-critic`)", flush=True)
-                continue
-            extra.append(f"learner.critic_checkpoint={args.critic_checkpoint}")
-        print(f"== {name}: {minutes:.1f} min budget, overrides {extra}", flush=True)
-        try:
-            results[name] = run_condition(name, extra, minutes, out)
-        except Exception as exc:  # one failed condition must not lose the others' figures
-            print(f"{name}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            results[name] = {"error": f"{type(exc).__name__}: {exc}", "rounds": []}
+    quick = QUICK if args.quick else []
+    base_success: dict[str, float | None] = {}
+    for task in tasks:
+        vla_ckpt = args.vla_checkpoint
+        if any(n in NEEDS_VLA for n in names):
+            if args.vla_checkpoint and len(tasks) > 1:
+                ap.error("--vla-checkpoint is one task's VLA; with several --tasks use --pretrain-steps N (one VLA per task)")
+            if not vla_ckpt and args.pretrain_steps > 0:
+                vla_ckpt = str(pretrain_vla(out, args.pretrain_steps, quick + list(args.overrides), task))
+            if vla_ckpt:
+                base_success[task] = evaluate_frozen(Path(vla_ckpt), out, quick + list(args.overrides), task)
+                print(f"{task}: pre-trained VLA, frozen: eval success {base_success[task]}", flush=True)
+        for name in names:
+            key = result_key(task, name)
+            extra = list(CONDITIONS[name]) + quick + list(args.overrides)
+            if name in NEEDS_VLA:
+                if not vla_ckpt:
+                    print(f"{key}: skipped (pass --vla-checkpoint PATH or --pretrain-steps N)", flush=True)
+                    continue
+                extra.append(f"policy.checkpoint={vla_ckpt}")
+            if name == "rlpd_critic":
+                if not args.critic_checkpoint:
+                    print("rlpd_critic: skipped (pass --critic-checkpoint PATH from `hil-robot train-critic`)", flush=True)
+                    continue
+                extra.append(f"learner.critic_checkpoint={args.critic_checkpoint}")
+            print(f"== {key}: {minutes:.1f} min budget, overrides {extra}", flush=True)
+            try:
+                results[key] = run_condition(name, extra, minutes, out, task)
+            except Exception as exc:  # one failed condition must not lose the others' figures
+                print(f"{key}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                results[key] = {"error": f"{type(exc).__name__}: {exc}", "rounds": [], "task": task, "condition": name}
 
-    print(f"\n{'condition':<12} {'rounds':>6} {'min':>6} {'env steps':>9} {'eval succ':>9} {'interv rate':>11} "
+    print(f"\n{'condition':<24} {'rounds':>6} {'min':>6} {'env steps':>9} {'eval succ':>9} {'interv rate':>11} "
           f"{'min to 90%':>10}")
     for name, res in results.items():
         rounds = res.get("rounds") or []
         last = rounds[-1] if rounds else {}
         t90 = minutes_to(rounds, 0.9)
-        print(f"{name:<12} {len(rounds):>6} {last.get('wall_min', math.nan):>6.1f} {last.get('env_steps', math.nan):>9.0f} "
+        print(f"{name:<24} {len(rounds):>6} {last.get('wall_min', math.nan):>6.1f} {last.get('env_steps', math.nan):>9.0f} "
               f"{last.get('eval_success', math.nan):>9.2f} {last.get('intervention_rate', math.nan):>11.3f} "
               f"{(f'{t90:.1f}' if t90 is not None else '-'):>10}" + (f"  ERROR {res['error']}" if "error" in res else ""))
         for r in rounds:
             print(f"    round {r['round']}: eval {r['eval_success']:.2f}  interventions/ep "
                   f"{r['interventions_per_episode']:.2f}  human share {r['intervention_rate']:.3f}  "
                   f"{r['wall_min']:.1f} min  {r['env_steps']:.0f} steps  v{r['policy_version']:.0f}")
+
+    per_task = task_table(results)
+    if len(per_task) > 1 or len(tasks) > 1:
+        print_task_table(per_task)
 
     def final(name: str, key: str = "final_eval_success") -> float | None:
         return _num(results.get(name, {}).get(key))
@@ -239,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         return None if fa is None or fb is None else fa - fb
 
     main_rounds = results.get("main", {}).get("rounds") or []
+    base = base_success.get("pick_cube")
     metrics = {
         "final_success": final("main"),
         "minutes_to_90pct": minutes_to(main_rounds, 0.9),
@@ -246,10 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         "wbc_minus_bc_success": diff("main", "bc"),
         "critic_minus_sparse_success": diff("rlpd_critic", "rlpd_sparse"),
         "critic_online_minus_sparse_success": diff("rlpd_critic_online", "rlpd_sparse"),
-        "base_vla_success": base_success,
-        "dsrl_minus_base_success": None if final("dsrl") is None or base_success is None else final("dsrl") - base_success,
+        "base_vla_success": base,
+        "dsrl_minus_base_success": None if final("dsrl") is None or base is None else final("dsrl") - base,
         "finetune_minus_main_success": diff("finetune", "main"),
         "recap_minus_main_success": diff("recap", "main"),
+        "tasks": per_task,
     }
     plot(results, out / "learning_curves.png")
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))

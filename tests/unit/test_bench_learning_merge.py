@@ -56,3 +56,45 @@ def test_every_condition_is_a_run_the_learner_and_server_agree_on():
         cfg = load_config(["experiment=sim_pick_cube", *overrides])  # a bad key fails here, naming it
         check_policy_matches_learner(cfg)
         assert (cfg.learner.algorithm == "rlpd") == name.startswith(("rlpd", "dsrl")), name
+
+
+def test_tasks_get_one_row_each_with_the_minutes_steps_and_updates_to_80_and_90(tmp_path):
+    rounds = _rounds([0.2, 0.85, 0.95], [0.3, 0.2, 0.1])
+    for i, r in enumerate(rounds):
+        r["learner_updates"] = 100.0 * (i + 1)
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps({
+        "main": {"rounds": rounds, "final_eval_success": 0.95, "final_eval_ci95": [0.6, 1.0], "task": "pick_cube", "condition": "main"},
+        "push_target/main": {"rounds": _rounds([0.0, 0.1, 0.3], [0.4, 0.4, 0.3]), "final_eval_success": 0.3,
+                             "task": "push_target", "condition": "main"}}))
+    out = tmp_path / "out.json"
+    assert _bench().main(["--conditions", "", "--merge", str(a), "--out", str(tmp_path / "o"), "--json", str(out)]) == 0
+    tasks = json.loads(out.read_text())["tasks"]
+    pick, push = tasks["pick_cube/main"], tasks["push_target/main"]
+    assert (pick["minutes_to_80pct"], pick["env_steps_to_80pct"], pick["updates_to_80pct"]) == (6.0, 2000.0, 200.0)
+    assert (pick["minutes_to_90pct"], pick["updates_to_90pct"]) == (9.0, 300.0)
+    assert pick["last5_success"] == pytest.approx(2.0 / 3) and pick["final_ci95"] == [0.6, 1.0]
+    assert push["minutes_to_80pct"] is None and push["best_success"] == 0.3 and push["updates_to_80pct"] is None
+
+
+def test_unknown_task_is_refused_naming_the_tasks(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _bench().main(["--tasks", "fly", "--conditions", "", "--out", str(tmp_path / "o")])
+    assert "pick_cube, push_target, peg_insert, stack_cubes" in capsys.readouterr().err
+
+
+def test_every_sim_task_learns_with_the_same_recipe():
+    """One recipe (configs/recipe/sim.yaml): the four sim experiments differ in their task alone."""
+    import dataclasses
+
+    from hil_robot.config import load_config
+
+    bench = _bench()
+    cfgs = {t: load_config([f"experiment=sim_{t}"]) for t in bench.TASKS}
+    ref = cfgs["pick_cube"]
+    for task, cfg in cfgs.items():
+        assert cfg.sim.task == task and cfg.experiment.name == f"sim_{task}"
+        assert cfg.learner == ref.learner and cfg.policy == ref.policy, task
+        assert dataclasses.replace(cfg.sim, task=ref.sim.task) == ref.sim, task
+        assert dataclasses.replace(cfg.experiment, name=ref.experiment.name, run_dir=ref.experiment.run_dir) == ref.experiment, task
+    assert ref.learner.ema_decay == 0.995 and ref.policy.size == "small" and ref.experiment.demo_episodes == 30
