@@ -597,11 +597,33 @@ def check_policy_matches_learner(cfg: RootConfig) -> None:
     if algo == "rlpd" and name != "rl":
         raise ConfigError(f"learner.algorithm=rlpd publishes SAC actor weights, which policy {name!r} cannot load; "
                           "serve them with policy=rl")
-    if cfg.learner.rl_actor == "noise" and not cfg.policy.checkpoint:
-        raise ConfigError("learner=dsrl steers a trained flow-matching VLA: set policy.checkpoint=DIR (a policy "
-                          "directory trained with policy.head=flow, e.g. `hil-robot train-bc ... policy.head=flow out=DIR`)")
+    if cfg.learner.rl_actor == "noise":
+        check_dsrl(cfg)
     if algo in ("weighted_bc", "bc") and name != "vla":
         raise ConfigError(f"learner.algorithm={algo} trains the VLA; serve it with policy=vla (got policy={name})")
+
+
+def check_dsrl(cfg: RootConfig) -> None:
+    """learner=dsrl: a local flow VLA (policy.checkpoint), or a remote one (policy.server_url) with its
+    noise shape; chunk spans need the stored reward."""
+    lc, pc = cfg.learner, cfg.policy
+    if not pc.checkpoint and not pc.server_url:
+        raise ConfigError("learner=dsrl steers a trained flow-matching VLA: set policy.checkpoint=DIR (a policy "
+                          "directory trained with policy.head=flow, e.g. `hil-robot train-bc ... policy.head=flow out=DIR`), "
+                          "or policy=rl_openpi policy.server_url=ws://HOST:PORT learner.rl_noise_shape=[H,D] for pi0 behind openpi")
+    if pc.checkpoint and pc.server_url:
+        raise ConfigError("learner=dsrl: set policy.checkpoint (our VLA, served here) or policy.server_url (a remote flow "
+                          "VLA), not both")
+    if pc.server_url and not lc.rl_noise_shape:
+        raise ConfigError("learner=dsrl with a remote VLA (policy.server_url) needs learner.rl_noise_shape=[action_horizon, "
+                          "action_dim] of its noise, e.g. [50, 32] for an openpi pi0 checkpoint")
+    if pc.server_url and cfg.experiment.realtime and cfg.control.request_lead_steps > 0:
+        raise ConfigError("learner=dsrl with a remote VLA learns only from the noise recorded on the tick whose observation "
+                          "chose each chunk; a chunk requested early starts later: set control.request_lead_steps=0")
+    if pc.n_action_steps > 1 and lc.reward != "sparse":
+        raise ConfigError(f"learner=dsrl with policy.n_action_steps={pc.n_action_steps} sums the recorded reward over each "
+                          f"chunk; learner.reward={lc.reward} relabels single steps: use learner.reward=sparse or "
+                          "policy.n_action_steps=1")
 
 
 def check_paths(cfg: RootConfig) -> None:

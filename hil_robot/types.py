@@ -192,10 +192,19 @@ class StepRecord:
     device_id: str = ""
     safety_flags: tuple[str, ...] = ()  # limits that fired on this tick, e.g. ("workspace", "step_pos")
     language_correction: str = ""  # text the operator attached at this step (empty if none)
+    # DSRL: the initial noise (flattened float32[H*D]) the served flow policy integrated the chunk
+    # from, on the tick whose observation chose it (the chunk's first row); None on every other tick
+    policy_noise: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.action_executed = validate_action(self.action_executed, name="action_executed")
         self.action_policy = validate_action(self.action_policy, name="action_policy")
+        if self.policy_noise is not None:
+            noise = np.asarray(self.policy_noise, dtype=np.float32).reshape(-1)
+            if noise.size == 0 or not np.isfinite(noise).all():
+                raise ContractError(f"policy_noise must be a non-empty finite array (the chunk's initial noise), got "
+                                    f"{noise.size} values{'' if noise.size == 0 else ' with NaN/inf'}")
+            self.policy_noise = noise
         self.source = Source.parse(self.source)
         self.segment = Segment.parse(self.segment)
         self.safety_flags = tuple(self.safety_flags)

@@ -304,10 +304,18 @@ class RLPolicy:
         self.noise_mode = cfg.rl_actor == "noise"
         self.noise_shape: tuple[int, int] = (0, 0)
         if self.noise_mode:
-            bc = base_policy.config
-            if getattr(bc, "head", "flow") != "flow":
-                raise ValueError(f"rl_actor=noise steers a flow-matching VLA; the base VLA has head={bc.head}")
-            self.noise_shape = (int(bc.action_horizon), int(bc.action_dim))
+            bc = getattr(base_policy, "config", None)
+            if bc is not None and hasattr(bc, "head"):  # our VLA, served here
+                if bc.head != "flow":
+                    raise ValueError(f"rl_actor=noise steers a flow-matching VLA; the base VLA has head={bc.head}")
+                self.noise_shape = (int(bc.action_horizon), int(bc.action_dim))
+                if cfg.rl_noise_shape and tuple(cfg.rl_noise_shape) != self.noise_shape:
+                    raise ValueError(f"learner.rl_noise_shape={list(cfg.rl_noise_shape)} but the VLA samples noise of "
+                                     f"shape {list(self.noise_shape)}; leave it empty for a local VLA")
+            elif len(cfg.rl_noise_shape) == 2:  # a remote flow VLA (openpi client): the shape is configured
+                self.noise_shape = (int(cfg.rl_noise_shape[0]), int(cfg.rl_noise_shape[1]))
+            else:
+                raise ValueError("rl_actor=noise with a remote VLA needs learner.rl_noise_shape=[action_horizon, action_dim]")
         self.featurizer = make_featurizer(cfg, obs_spec)
         in_dim, self.action_dim = actor_dims(cfg, self.featurizer.out_dim, self.noise_shape[0] * self.noise_shape[1])
         self.actor = TanhGaussianActor(in_dim, self.action_dim, tuple(cfg.rl_hidden_dims))
@@ -359,11 +367,12 @@ class RLPolicy:
             feat = self.featurizer(self.featurizer.state(batch, "obs/"),
                                    self.featurizer.images(batch, "obs/") if self.featurizer.encoder is not None else None)
             u, _ = self.actor(feat, deterministic=self.deterministic)
-            noise = (self.cfg.rl_noise_bound * u).reshape(1, *self.noise_shape).cpu()
+            noise = (self.cfg.rl_noise_bound * u).reshape(*self.noise_shape).cpu().numpy().astype(np.float32)
             version = self.version
         out = self.base_policy.infer(obs, noise=noise)
+        # the noise goes back with the chunk: the controller records it, the learner's label for this decision
         return {"actions": np.asarray(out["actions"], np.float32), "policy_version": version,
-                "base_version": int(out.get("policy_version", -1))}
+                "base_version": int(out.get("policy_version", -1)), "noise": noise}
 
     def reset(self) -> None:
         if self.base_policy is not None:
@@ -373,7 +382,10 @@ class RLPolicy:
     def metadata(self) -> dict:
         cameras = list(self.featurizer.cameras)
         if self.base_policy is not None:  # the VLA underneath needs its cameras too
-            base_cams = getattr(getattr(self.base_policy, "config", None), "cameras", ())
+            base_cams = list(getattr(getattr(self.base_policy, "config", None), "cameras", ()))
+            obs_map = getattr(self.base_policy, "obs_map", None)  # a remote VLA's client: the cameras it maps
+            base_cams += [t.key[len("images/"):] for terms in (getattr(obs_map, "entries", None) or {}).values()
+                          for t in terms if t.is_image]
             cameras += [c for c in base_cams if c not in cameras]
         return {"name": "rl", "action_horizon": self.noise_shape[0] if self.noise_mode else 1, "action_dim": 7, "cameras": cameras,
                 "policy_version": self.version, "rl_obs": self.cfg.rl_obs, "rl_actor": self.cfg.rl_actor,
@@ -410,12 +422,21 @@ def make_rl_policy(cfg) -> RLPolicy:
     lc = cfg.learner
     base = None
     if lc.rl_actor == "noise":
-        if not cfg.policy.checkpoint:
-            raise ConfigError("learner.rl_actor=noise (DSRL) steers a trained flow-matching VLA: set policy.checkpoint to "
-                              "its directory (e.g. from `hil-robot train-bc policy.head=flow`)")
-        from policies.vla import make_vla_policy
+        if cfg.policy.server_url and not cfg.policy.checkpoint:  # a remote flow VLA, e.g. pi0 behind openpi
+            from hil_robot.transport.openpi_client import make_openpi_policy
 
-        base = make_vla_policy(cfg)
+            if not lc.rl_noise_shape:
+                raise ConfigError("learner.rl_actor=noise with policy.server_url needs learner.rl_noise_shape="
+                                  "[action_horizon, action_dim] of the remote model's noise, e.g. [50, 32] for pi0")
+            base = make_openpi_policy(cfg)
+        elif not cfg.policy.checkpoint:
+            raise ConfigError("learner.rl_actor=noise (DSRL) steers a trained flow-matching VLA: set policy.checkpoint to "
+                              "its directory (e.g. from `hil-robot train-bc policy.head=flow`), or policy.server_url "
+                              "for one behind an openpi server (policy=rl_openpi)")
+        else:
+            from policies.vla import make_vla_policy
+
+            base = make_vla_policy(cfg)
     elif lc.rl_actor == "residual":
         raise ConfigError("policy.name=rl serves a standalone actor; learner.rl_actor=residual needs the VLA as its base "
                           "policy, which the run does not serve yet: use learner.rl_actor=standalone")

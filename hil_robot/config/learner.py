@@ -86,6 +86,9 @@ class LearnerConfig:
     rl_actor: str = "standalone"  # standalone | residual (on top of the VLA's action) | noise (DSRL: picks a frozen flow VLA's noise)
     rl_noise_bound: float = 1.5  # rl_actor=noise: the actor's noise lies in [-bound, bound]^(H·D)
     rl_noise_invert_iters: int = 3  # rl_actor=noise: fixed-point iterations per Euler step when inverting recorded actions
+    # rl_actor=noise with a remote flow VLA (policy.server_url, e.g. pi0 behind openpi): its noise shape
+    # [action_horizon, action_dim] as the model samples it (openpi pads action_dim to 32); () = the local VLA's
+    rl_noise_shape: tuple[int, ...] = ()
     rl_residual_scale: float = 0.3  # residual mode: action = clip(base + scale * actor)
     rl_gripper: str = "discrete"  # discrete (close/stay/open critic) | continuous (actor dim)
     rl_gripper_penalty: float = 0.02  # reward penalty per gripper toggle (discrete gripper)
@@ -142,6 +145,9 @@ class LearnerConfig:
                               f"{self.algorithm})")
         for cam in self.rl_cameras:
             choice("learner.rl_cameras[]", cam, ("front", "wrist"))
+        if self.rl_noise_shape and (len(self.rl_noise_shape) != 2 or min(self.rl_noise_shape) < 1):
+            raise ConfigError(f"learner.rl_noise_shape={list(self.rl_noise_shape)} must be [action_horizon, action_dim] "
+                              "of the steered model's noise, e.g. [50, 32] for an openpi pi0 checkpoint")
         for k in ("batch_size", "lr", "publish_every_updates", "publish_every_s", "checkpoint_every_s",
                   "num_critics", "utd_ratio", "rl_critic_subsample", "rl_encoder_channels", "rl_latent_dim",
                   "refresh_every_s", "log_every_s", "advantage_max_weight", "critic_online_ensemble",

@@ -54,6 +54,7 @@ class _Chunk:
     version: int
     active_tick: int = -1  # tick it became the executing chunk
     reply_time_s: float = 0.0
+    noise: np.ndarray | None = None  # DSRL: the initial noise the policy integrated it from (flattened)
 
     @property
     def end_tick(self) -> int:  # first tick it has no row for
@@ -67,6 +68,7 @@ class PlannedAction:
     chunk_index: int  # row used (for ensembling: of the newest chunk)
     new_chunk: bool  # first row taken from a chunk (a chunk boundary happened this tick)
     native: np.ndarray | None = None  # the native row(s) it came from (float32[Dn]; ensembling: the newest chunk's)
+    noise: np.ndarray | None = None  # the chunk's initial noise, on its first row only (the tick whose obs chose it)
 
 
 class ChunkExecutor:
@@ -177,7 +179,7 @@ class ChunkExecutor:
         i = tick - cur.plan_tick
         row = cur.actions[i]
         action = row if self.adapter.identity else self.adapter.to_delta(row, obs["state"]).astype(np.float32)
-        return PlannedAction(action, cur.version, i, new, row)
+        return PlannedAction(action, cur.version, i, new, row, cur.noise if i == 0 else None)
 
     # ------------------------------------------------------------------ internals
     def _boundary_tick(self) -> int:
@@ -226,7 +228,7 @@ class ChunkExecutor:
         self.counters["requests"] += 1
         self._future = self._pool.submit(self._infer, dict(obs))
 
-    def _infer(self, obs: dict[str, Any]) -> tuple[np.ndarray, int, float]:
+    def _infer(self, obs: dict[str, Any]) -> tuple[np.ndarray, int, float, np.ndarray | None]:
         if self.on_boundary is not None:
             self.on_boundary()
         t0 = time.perf_counter()
@@ -238,7 +240,15 @@ class ChunkExecutor:
             version = int(out.get("policy_version", -1))
         except (TypeError, ValueError):
             raise BadChunkError("non_numeric", f"policy reply 'policy_version' must be an int, got {out.get('policy_version')!r}") from None
-        return np.array(actions, dtype=np.float32), version, time.perf_counter() - t0
+        noise = out.get("noise")
+        if noise is not None:  # DSRL: recorded with the chunk's first step; a bad one rejects the chunk
+            try:
+                noise = np.asarray(noise, dtype=np.float32).reshape(-1)
+            except (TypeError, ValueError):
+                raise BadChunkError("non_numeric", "policy reply 'noise' must be a numeric array (the chunk's initial noise)") from None
+            if noise.size == 0 or not np.isfinite(noise).all():
+                raise BadChunkError("non_finite", "policy reply 'noise' is empty or has NaN/inf; the chunk it produced is not trusted")
+        return np.array(actions, dtype=np.float32), version, time.perf_counter() - t0, noise
 
     def _collect(self, tick: int, error_counter: str = "errors") -> BaseException | None:
         """Take a finished reply (as the pending chunk); returns the request's error, if it failed."""
@@ -247,7 +257,7 @@ class ChunkExecutor:
             return None
         self._future = None
         try:
-            actions, version, latency = fut.result()
+            actions, version, latency, noise = fut.result()
         except BadChunkError as e:  # an unusable chunk: never executed, never recorded as the policy's action
             self.counters[error_counter] += 1
             self.counters["rejected_chunks"] += 1
@@ -268,7 +278,7 @@ class ChunkExecutor:
         self.last_latency_s = latency
         self.counters["replies"] += 1
         self.last_rejection = ""
-        chunk = _Chunk(self._future_tick, actions, version, reply_time_s=time.monotonic())
+        chunk = _Chunk(self._future_tick, actions, version, reply_time_s=time.monotonic(), noise=noise)
         if self.temporal_ensembling:
             self._ensemble.append(chunk)
         else:

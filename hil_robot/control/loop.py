@@ -347,6 +347,8 @@ class Controller:
             device_id=cmd.device_id if cmd is not None and arb.source == Source.HUMAN else "",
             safety_flags=decision.flags + robot_limits,
             language_correction=correction,
+            # DSRL: the noise the chunk was integrated from, where this tick executed its first row
+            policy_noise=planned.noise if planned is not None and arb.source == Source.POLICY and not arb.human_mask.any() else None,
         )
         if self.recorder is not None:
             self.recorder.add(record)

@@ -6,7 +6,8 @@ Column names (each of length N = number of steps)::
     1 human), segment int8 (index into types.SEGMENT_ORDER), instruction list[str],
     policy_version int64, reward float64, critic_progress float64, done/truncated/success bool,
     timestamp_s float64, obs_timestamp_s float64, operator_id/device_id/language_correction
-    list[str], safety_flags list[list[str]],
+    list[str], safety_flags list[list[str]], policy_noise float32[N,K] (only when some step carries the
+    served chunk's initial noise, NaN rows where none),
     obs/<key> for every non-image observation entry (arrays stacked [N, ...], strings list[str])
 
 Images stay encoded (one blob per frame) in ``images[camera]`` until ``frames(camera)`` decodes them.
@@ -56,8 +57,25 @@ def steps_to_columns(records: list[StepRecord], encode) -> dict[str, Any]:
     }
     for name in STRING_COLUMNS:
         cols[name] = [getattr(r, name) for r in records]
+    noise = noise_column(records)
+    if noise is not None:
+        cols["policy_noise"] = noise
     cols.update(obs_to_columns([r.observation for r in records], encode))
     return cols
+
+
+def noise_column(records: list[StepRecord]) -> np.ndarray | None:
+    """The chunks' initial noise as float32 [N, K], NaN rows for steps without one; None if no step has any."""
+    widths = {r.policy_noise.size for r in records if r.policy_noise is not None}
+    if not widths:
+        return None
+    if len(widths) > 1:
+        raise ValueError(f"policy_noise changes size within the episode ({sorted(widths)}); one policy per episode")
+    out = np.full((len(records), widths.pop()), np.nan, np.float32)
+    for i, r in enumerate(records):
+        if r.policy_noise is not None:
+            out[i] = r.policy_noise
+    return out
 
 
 def obs_to_columns(observations: list[dict[str, Any]], encode) -> dict[str, Any]:
@@ -154,7 +172,15 @@ class Episode:
             success=bool(c["success"][i]), timestamp_s=float(c["timestamp_s"][i]),
             obs_timestamp_s=float(c["obs_timestamp_s"][i]), operator_id=c["operator_id"][i], device_id=c["device_id"][i],
             safety_flags=tuple(c["safety_flags"][i]), language_correction=c["language_correction"][i],
+            policy_noise=noise if (noise := self.noise(i)) is not None else None,
         )
+
+    def noise(self, i: int) -> np.ndarray | None:
+        """Step i's recorded chunk noise float32 [K], or None."""
+        col = self.columns.get("policy_noise")
+        if col is None or not np.isfinite(col[i]).all():
+            return None
+        return np.asarray(col[i], np.float32)
 
 
 def assemble(header: dict[str, Any], step_chunks: list[dict[str, Any]], relabels: list[dict[str, Any]]) -> tuple[dict, dict, dict]:
@@ -167,6 +193,13 @@ def assemble(header: dict[str, Any], step_chunks: list[dict[str, Any]], relabels
         for ch in step_chunks:
             if ch["obs_kinds"] != kinds:
                 raise ValueError("observation keys or image shapes change within the episode")
+        noise_widths = {np.shape(ch["policy_noise"])[1] for ch in step_chunks if "policy_noise" in ch}
+        if len(noise_widths) > 1:
+            raise ValueError(f"policy_noise changes size within the episode ({sorted(noise_widths)})")
+        if noise_widths:  # optional column: chunks written while no step had noise get NaN rows
+            k = noise_widths.pop()
+            step_chunks = [ch if "policy_noise" in ch else {**ch, "policy_noise": np.full((len(ch["step"]), k), np.nan, np.float32)}
+                           for ch in step_chunks]
         for key in step_chunks[0]:
             if key == "obs_kinds":
                 continue

@@ -105,6 +105,7 @@ class ReplayBuffer:
         self._succ = np.full(R, -1, np.int64)  # row of the next *step* (-1 at the end), for action chunks
         self._sampleable = np.zeros(R, bool)
         self._no_plan = np.zeros(R, bool)  # policy-source steps without a policy action (safety holds)
+        self._noise: np.ndarray | None = None  # DSRL: recorded chunk noise float32 [R, K] (NaN: none), on first use
         self._views: dict[str, np.ndarray] | None = None
         self.gather_threads = max(0, min(int(gather_threads), os.cpu_count() or 1))
         self._pool: ThreadPoolExecutor | None = None
@@ -168,6 +169,7 @@ class ReplayBuffer:
         self._next_slot += 1
         self._action[step_rows] = c["action_executed"]
         self._action_policy[step_rows] = c["action_policy"]
+        self._insert_noise(ep, step_rows)
         self._reward[step_rows] = c["reward"]
         self._segment[step_rows] = c["segment"]
         self._source[step_rows] = c["source"]
@@ -202,6 +204,18 @@ class ReplayBuffer:
         self._order += 1
         self._views = None
         return True
+
+    def _insert_noise(self, ep: Episode, step_rows: np.ndarray) -> None:
+        col = ep.columns.get("policy_noise")
+        if col is None and self._noise is None:
+            return
+        if col is not None and self._noise is None:
+            self._noise = np.full((self.capacity, col.shape[1]), np.nan, np.float32)
+        if col is not None and col.shape[1] != self._noise.shape[1]:
+            log.warning("episode %r recorded policy_noise of width %d, the replay holds width %d; its noise is ignored",
+                        ep.meta.episode_id, col.shape[1], self._noise.shape[1])
+            col = None
+        self._noise[step_rows] = np.nan if col is None else col
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -339,6 +353,29 @@ class ReplayBuffer:
         batch["is_offline"] = (np.arange(batch_size) < n_off).astype(np.float32)
         return batch
 
+    def n_step(self, rows: np.ndarray, n: int, gamma: float) -> dict[str, np.ndarray]:
+        """Transitions that span up to ``n`` steps from ``rows`` (a chunk the policy ran for n ticks):
+        -> {"end_row" int64 [B] (the span's last step), "reward" float32 [B] (sum of gamma^i r_{t+i}
+        over the span), "discount" float32 [B] (gamma^m for an m-step span), "done", "truncated"
+        (the last step's), "valid" bool [B] (False where the span ends on a step that can be neither
+        bootstrapped nor is terminal), "steps" int64 [B] (m)}. A span stops early at the episode's end."""
+        rows = np.asarray(rows, np.int64)
+        cur = rows.copy()
+        ret = self._reward[rows].astype(np.float64)
+        m = np.ones(len(rows), np.int64)
+        alive = np.ones(len(rows), bool)
+        for i in range(1, max(1, int(n))):
+            succ = self._succ[cur]
+            alive &= succ >= 0
+            nxt = np.where(alive, succ, cur)
+            ret += np.where(alive, gamma ** i * self._reward[nxt], 0.0)
+            m += alive
+            cur = nxt
+        done, truncated = self._done[cur].copy(), self._truncated[cur].copy()
+        valid = (self._next[cur] != cur) | (done > 0)  # a last step without a final observation cannot bootstrap
+        return {"end_row": cur, "reward": ret.astype(np.float32), "discount": (gamma ** m).astype(np.float32),
+                "steps": m, "done": done, "truncated": truncated, "valid": valid}
+
     def gather(self, rows: np.ndarray, horizon: int, weight: np.ndarray, next_obs: bool = True,
                images: bool = True) -> dict[str, Any]:
         """Assemble the batch dict for transition rows int64 [B]."""
@@ -389,6 +426,8 @@ class ReplayBuffer:
         b["episode_success"] = np.array([self.held[s].success for s in slots], np.float32)
         b["step_index"] = self._step[rows].copy()
         b["replay_row"] = np.asarray(rows, np.int64).copy()  # this buffer's rows (valid until the next refresh)
+        if self._noise is not None:  # DSRL: the served chunk's noise where recorded (NaN rows elsewhere)
+            b["policy_noise"] = self._noise[rows]
         for key, fut in futures:
             b[key] = fut.result()
         return b

@@ -221,12 +221,17 @@ class Learner:
             from hil_robot.learn.dsrl import NoiseLabeler
             from policies.vla import make_vla_policy
 
-            if not self.cfg.policy.checkpoint:
-                raise ValueError("learner.rl_actor=noise (DSRL) steers a trained flow-matching VLA: set policy.checkpoint")
-            self.vla = make_vla_policy(self.cfg)
-            self.vla.model.to(self.device).requires_grad_(False)
-            self.vla.device = self.device
-            self.noise_labeler = NoiseLabeler(self.vla, self.replay.buffer, lc)
+            if not self.cfg.policy.checkpoint and not lc.rl_noise_shape:
+                raise ValueError("learner.rl_actor=noise (DSRL) steers a trained flow-matching VLA: set policy.checkpoint "
+                                 "(a local VLA), or policy.server_url + learner.rl_noise_shape (a remote one, e.g. pi0 "
+                                 "behind openpi)")
+            if self.cfg.policy.checkpoint:  # local: invert what has no recorded noise
+                self.vla = make_vla_policy(self.cfg)
+                self.vla.model.to(self.device).requires_grad_(False)
+                self.vla.device = self.device
+            images = lc.rl_obs == "image" or lc.reward != "sparse"
+            self.noise_labeler = NoiseLabeler(self.vla, self.replay.buffer, lc, noise_shape=tuple(lc.rl_noise_shape),
+                                              span=self.cfg.policy.n_action_steps, images=images)
             spec["noise_dim"] = self.noise_labeler.noise_dim
         algo = RLPD(lc, spec, self.device)
         if fresh:  # same sample (fixed seed) on every rank; a resumed run restores the stats

@@ -268,7 +268,9 @@ class RLPD:
             next_v = next_q[subset].min(0).values
             if cfg.rl_backup_entropy:
                 next_v = next_v - self.alpha * next_logp
-            y = reward + cfg.gamma * bootstrap * next_v
+            # a transition spanning m steps (DSRL: one decision ran its chunk m ticks) carries gamma^m
+            discount = mb["discount"].float() if "discount" in mb else cfg.gamma
+            y = reward + discount * bootstrap * next_v
             if self.discrete_gripper:
                 opening = state[:, GRIPPER_OPENING]
                 g_cls = gripper_class(action[:, GRIPPER_INDEX], opening, cfg.rl_gripper_closed_below)
