@@ -228,6 +228,13 @@ def test_step_labels_round_trip_into_a_step_record():
     back = labels_to_record(sent[0]["labels"], obs)
     assert back.segment == Segment.RECOVERY and back.source == Source.HUMAN and back.safety_flags == ("step_pos",)
     assert np.array_equal(back.action_executed, rec.action_executed) and np.isnan(back.action_policy).all()
+    assert back.policy_noise is None
+    import dataclasses  # DSRL: a policy tick carries the noise its chunk was integrated from
+
+    noisy = dataclasses.replace(rec, source=Source.POLICY, segment=Segment.AUTONOMOUS, action_policy=rec.action_executed,
+                                policy_noise=np.linspace(-1.5, 1.5, 28, dtype=np.float32))
+    StepPublisher(lambda d: sent.append(convert.msg_to_json(convert.json_msg(d))), stamps).add(noisy)
+    np.testing.assert_array_equal(labels_to_record(sent[1]["labels"], obs).policy_noise, noisy.policy_noise)
 
 
 @ros_args("-p", "input:=joy", "-p", "sim:=false", "-p", "sync:=latest", "-p", "rate_hz:=20.0")

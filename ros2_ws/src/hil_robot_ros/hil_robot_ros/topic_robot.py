@@ -268,6 +268,8 @@ class StepPublisher:
     def add(self, record: StepRecord) -> None:
         d = record.to_dict()
         labels = {k: d[k] for k in STEP_FIELDS}
+        if record.policy_noise is not None:  # DSRL: the chunk's noise, on the tick that chose it
+            labels["policy_noise"] = d["policy_noise"]
         self.publish({"event": "step", "obs_stamp_ns": self.stamps.get(record.obs_timestamp_s), "labels": labels})
         self.steps += 1
 
@@ -286,4 +288,6 @@ def labels_to_record(labels: dict[str, Any], observation: dict[str, Any]) -> Ste
     d["action_policy"] = convert.decode_floats(d["action_policy"])
     d["critic_progress"] = float(d["critic_progress"])
     d["safety_flags"] = tuple(d.get("safety_flags", ()))
+    if d.get("policy_noise") is not None:
+        d["policy_noise"] = convert.decode_floats(d["policy_noise"])
     return StepRecord(observation=observation, **d)
