@@ -11,16 +11,17 @@ Where each transition's noise-space action comes from, in this order:
    records it on the tick whose observation chose it (``StepRecord.policy_noise``, the chunk's
    first row) — exact, and the only source when the VLA is remote (π0 behind an openpi server:
    ``policy.server_url`` + ``learner.rl_noise_shape``; the learner has no weights to invert);
-2. **inverted** (a local VLA, ``policy.checkpoint``): every other transition — the operator's
-   recovery and correction, the demos, ticks inside a chunk — gets the noise that would have
+2. **inverted** (a local VLA, ``policy.checkpoint``): the operator's recovery and correction and
+   the demos (and the policy's ticks of episodes recorded without noise) get the noise that would have
    produced its executed actions a_t..a_{t+H-1} from o_t, by running the VLA's Euler steps
    backwards (``invert_actions``). So interventions are RLPD's offline half in the actor's own
    action space. The VLA is frozen, so each transition is inverted once and cached by (store,
    episode, step); noise outside the bound is clipped per dimension (``dsrl/noise_clipped_frac``;
    a standard normal exceeds 1.5 in 13 % of them) and ``dsrl/noise_rms`` tells whether the labels
    look like the VLA's own noise (RMS 1 for N(0, I));
-3. neither (remote VLA, no recorded noise: interventions, demos): left out of the batch
-   (``dsrl/labelled_frac``).
+3. neither — a policy tick inside a chunk when noise is recorded (no decision of the actor's
+   there: its inverted noise would describe the rest of one chunk and the start of the next), and
+   with a remote VLA everything not recorded: left out of the batch (``dsrl/labelled_frac``).
 
 A decision runs its chunk for ``policy.n_action_steps`` ticks, so with more than one the
 transitions span that many steps (``ReplayBuffer.n_step``: summed discounted reward, the span's
@@ -152,8 +153,11 @@ class NoiseLabeler:
             have = np.isfinite(rec).all(1)
             labels[have] = np.clip(rec[have] / self.bound, -1.0, 1.0)
             self.stats["recorded"] += int(have.sum())
-        if self.vla is not None and not have.all():
-            idx = np.flatnonzero(~have)
+        invert = ~have
+        if rec is not None:  # recording is on: the policy's own ticks are its recorded decisions, or nothing
+            invert &= np.asarray(batch["source"]) != 0  # (a tick inside a chunk was no decision of the actor's)
+        if self.vla is not None and invert.any():
+            idx = np.flatnonzero(invert)
             labels[idx] = self._inverted(batch, idx)
             have[idx] = True
         self.stats["seen"] += n

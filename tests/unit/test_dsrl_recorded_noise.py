@@ -109,10 +109,15 @@ def test_a_local_vla_takes_the_recorded_noise_and_inverts_the_rest(replay):
     labeler = NoiseLabeler(VLAPolicy(tiny_vla()), rp.buffer, lc, noise_shape=(4, 7))
     batch = rp.sample(32, 1, view="all", rng=np.random.default_rng(2), images=False)
     rec = np.isfinite(batch["policy_noise"]).all(1)
+    inside_chunk = ~rec & (batch["source"] == 0) & (batch["episode_index"] == 1)  # deploy ticks between decisions
+    assert inside_chunk.any()
     out = labeler.relabel(dict(batch))
-    assert len(out["action"]) == 32  # everything labelled
-    np.testing.assert_allclose(out["action"][rec], batch["policy_noise"][rec] / 3.0)
-    assert labeler.stats["inverted"] == len({(e, s) for e, s, r in zip(batch["episode_index"], batch["step_index"], rec) if not r})
+    keep = ~inside_chunk  # decisions: recorded; the person's actions and the noiseless demos: inverted
+    assert len(out["action"]) == keep.sum()
+    np.testing.assert_allclose(out["action"][rec[keep]], batch["policy_noise"][rec] / 3.0)
+    human_or_demo = keep & ~rec
+    assert labeler.stats["inverted"] == len({(e, s) for e, s in zip(batch["episode_index"][human_or_demo],
+                                                                      batch["step_index"][human_or_demo])})
     with pytest.raises(ValueError, match="rl_noise_shape"):
         NoiseLabeler(VLAPolicy(tiny_vla()), rp.buffer, lc, noise_shape=(5, 7))
 
