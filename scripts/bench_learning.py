@@ -135,12 +135,17 @@ def evaluate_frozen(ckpt: Path, out_dir: Path, overrides: list[str], task: str =
         return None
 
 
-def minutes_to(rounds: list[dict[str, Any]], threshold: float) -> float | None:
+def first_at(rounds: list[dict[str, Any]], threshold: float, field: str = "wall_min") -> float | None:
+    """``field`` of the first round whose eval success reached ``threshold`` (None: never)."""
     for r in rounds:
         s = r.get("eval_success")
         if s is not None and not math.isnan(float(s)) and float(s) >= threshold:
-            return float(r["wall_min"])
+            return _num(r.get(field))
     return None
+
+
+def minutes_to(rounds: list[dict[str, Any]], threshold: float) -> float | None:
+    return first_at(rounds, threshold, "wall_min")
 
 
 def _num(x: Any) -> float | None:
@@ -163,12 +168,6 @@ def task_table(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         cond = res.get("condition") or key.split("/")[-1]
         last = rounds[-1] if rounds else {}
 
-        def first(th: float, field: str) -> float | None:
-            for r in rounds:
-                if _num(r.get("eval_success")) is not None and float(r["eval_success"]) >= th:
-                    return _num(r.get(field))
-            return None
-
         ci = res.get("final_eval_ci95") or [None, None]
         upd = _num(last.get("learner_updates"))
         table[f"{task}/{cond}"] = {
@@ -178,10 +177,10 @@ def task_table(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "final_success": _num(res.get("final_eval_success")), "final_ci95": [_num(ci[0]), _num(ci[1])],
             "last5_success": last_mean(rounds), "best_success": max((float(r["eval_success"]) for r in rounds
                                                                      if _num(r.get("eval_success")) is not None), default=None),
-            "minutes_to_80pct": first(0.8, "wall_min"), "env_steps_to_80pct": first(0.8, "env_steps"),
-            "updates_to_80pct": first(0.8, "learner_updates"),
-            "minutes_to_90pct": first(0.9, "wall_min"), "env_steps_to_90pct": first(0.9, "env_steps"),
-            "updates_to_90pct": first(0.9, "learner_updates"),
+            "minutes_to_80pct": first_at(rounds, 0.8, "wall_min"), "env_steps_to_80pct": first_at(rounds, 0.8, "env_steps"),
+            "updates_to_80pct": first_at(rounds, 0.8, "learner_updates"),
+            "minutes_to_90pct": first_at(rounds, 0.9, "wall_min"), "env_steps_to_90pct": first_at(rounds, 0.9, "env_steps"),
+            "updates_to_90pct": first_at(rounds, 0.9, "learner_updates"),
             "error": res.get("error"),
         }
     return table

@@ -172,7 +172,7 @@ class Episode:
             success=bool(c["success"][i]), timestamp_s=float(c["timestamp_s"][i]),
             obs_timestamp_s=float(c["obs_timestamp_s"][i]), operator_id=c["operator_id"][i], device_id=c["device_id"][i],
             safety_flags=tuple(c["safety_flags"][i]), language_correction=c["language_correction"][i],
-            policy_noise=noise if (noise := self.noise(i)) is not None else None,
+            policy_noise=self.noise(i),
         )
 
     def noise(self, i: int) -> np.ndarray | None:

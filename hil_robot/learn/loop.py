@@ -221,17 +221,12 @@ class Learner:
             from hil_robot.learn.dsrl import NoiseLabeler
             from policies.vla import make_vla_policy
 
-            if not self.cfg.policy.checkpoint and not lc.rl_noise_shape:
-                raise ValueError("learner.rl_actor=noise (DSRL) steers a trained flow-matching VLA: set policy.checkpoint "
-                                 "(a local VLA), or policy.server_url + learner.rl_noise_shape (a remote one, e.g. pi0 "
-                                 "behind openpi)")
-            if self.cfg.policy.checkpoint:  # local: invert what has no recorded noise
+            if self.cfg.policy.checkpoint:  # local: invert what has no recorded noise (else the labeler needs rl_noise_shape)
                 self.vla = make_vla_policy(self.cfg)
                 self.vla.model.to(self.device).requires_grad_(False)
                 self.vla.device = self.device
-            images = lc.rl_obs == "image" or lc.reward != "sparse"
             self.noise_labeler = NoiseLabeler(self.vla, self.replay.buffer, lc, noise_shape=tuple(lc.rl_noise_shape),
-                                              span=self.cfg.policy.n_action_steps, images=images)
+                                              span=self.cfg.policy.n_action_steps, images=self._rlpd_images)
             spec["noise_dim"] = self.noise_labeler.noise_dim
         algo = RLPD(lc, spec, self.device)
         if fresh:  # same sample (fixed seed) on every rank; a resumed run restores the stats
@@ -298,10 +293,8 @@ class Learner:
     def sample(self) -> dict[str, Any]:
         lc = self.cfg.learner
         if lc.algorithm == "rlpd":
-            # from state with the stored reward nothing reads the cameras: leave them out of the batch
-            images = lc.rl_obs == "image" or lc.rl_actor == "residual" or lc.reward != "sparse"
             batch = sample_rlpd(self.replay, self.per_rank_batch * lc.utd_ratio, lc.rl_demo_fraction,
-                                self.sample_rng, images=images)
+                                self.sample_rng, images=self._rlpd_images)
             if lc.rl_actor == "residual":
                 add_base_actions(batch, self.vla)
             if lc.reward == "critic":
@@ -312,6 +305,12 @@ class Learner:
                 batch = self.noise_labeler.relabel(batch)
             return batch
         return self.replay.sample(self.per_rank_batch, self._horizon(), view="bc", rng=self.sample_rng)
+
+    @property
+    def _rlpd_images(self) -> bool:
+        """Whether RLPD batches carry the cameras: from state with the stored reward nothing reads them."""
+        lc = self.cfg.learner
+        return lc.rl_obs == "image" or lc.rl_actor == "residual" or lc.reward != "sparse"
 
     @property
     def delta_mode(self) -> bool:
