@@ -7,6 +7,17 @@ VENV=${VENV:-.venv}
 
 bash scripts/install_system_deps.sh
 
+# Disk: .venv/ is ~2.6 GB, .venv-lerobot/ ~5.7 GB, and pip unpacks wheels beside them. Say so up
+# front instead of leaving a bare "No space left on device" from pip half-way through.
+need_gb=4
+[ "${HIL_ROBOT_LEROBOT:-0}" = 1 ] && need_gb=11
+free_gb=$(df -Pk . | awk 'NR == 2 { print int($4 / 1048576) }')
+if [ -n "$free_gb" ] && [ "$free_gb" -lt "$need_gb" ]; then
+  echo "[setup] warning: ${free_gb} GB free on the disk holding $(pwd); set-up needs about ${need_gb} GB" \
+       "(.venv ~2.6 GB$([ "$need_gb" = 11 ] && echo ', .venv-lerobot ~5.7 GB') plus pip's unpacking)." \
+       "Free some space (old run directories, clones, ~/.cache/pip) if pip fails with 'No space left on device'." >&2
+fi
+
 stamp="$VENV/.hil_robot_setup"
 want=$(cat pyproject.toml scripts/setup.sh $(ls tests/browser/package.json 2>/dev/null) | sha256sum | cut -d' ' -f1)
 # Side environments, built beside .venv/ (concurrently: both are mostly downloads) and reused when complete:
