@@ -186,17 +186,24 @@ class GripperCritic(nn.Module):
         return self.net(features)
 
 
+# a command this far from the current state's hold (-1 open, +1 closed) moves the jaw: the safety
+# filter's gripper rate limit turns a served -1 -> +1 into 0 for the first tick (DESIGN §6), and that
+# tick is where the policy decided to close
+GRIPPER_MOVE_MIN = 0.5
+
+
 def gripper_class(command: torch.Tensor, opening: torch.Tensor, closed_below: float) -> torch.Tensor:
-    """Discrete gripper action from an absolute command (-1 open .. +1 close) and the measured
-    opening (0 closed .. 1 open): a command that keeps the current state is 'stay'.
+    """Discrete gripper action from an executed absolute command (-1 open .. +1 close) and the
+    measured opening (0 closed .. 1 open): 'close' where the jaw is open and the command moves it at
+    least ``GRIPPER_MOVE_MIN`` towards closed (a rate-limited first step, 0, counts), 'open' the
+    mirror image, 'stay' otherwise.
 
     command, opening: [B] -> int64 [B] in {close, stay, open}.
     """
     is_closed = opening < closed_below
-    wants_close = command > 0
     cls = torch.full_like(command, GRIPPER_STAY, dtype=torch.long)
-    cls = torch.where(wants_close & ~is_closed, torch.full_like(cls, GRIPPER_CLOSE), cls)
-    cls = torch.where(~wants_close & is_closed, torch.full_like(cls, GRIPPER_OPEN), cls)
+    cls = torch.where(~is_closed & (command >= -1.0 + GRIPPER_MOVE_MIN), torch.full_like(cls, GRIPPER_CLOSE), cls)
+    cls = torch.where(is_closed & (command <= 1.0 - GRIPPER_MOVE_MIN), torch.full_like(cls, GRIPPER_OPEN), cls)
     return cls
 
 

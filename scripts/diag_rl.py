@@ -80,11 +80,15 @@ def cat(a: dict, b: dict) -> dict:
     return out
 
 
-def run_episode(env, act, seed, max_steps, reward_scale=1.0, operator=None):
-    """-> (transitions, success, clipped share, takeovers). Transitions keep the applied action."""
+def run_episode(env, act, seed, max_steps, reward_scale=1.0, operator=None, safety=None):
+    """-> (transitions, success, clipped share, takeovers). Transitions keep the applied action.
+    ``safety``: the controller's SafetyFilter between the actor and the sim (as in the run)."""
     obs, _ = env.reset(seed=seed)
     if operator is not None:
         operator.reset(seed)
+    period = 1.0 / env.robot_cfg.control_hz
+    if safety is not None:
+        safety.reset(0.0, obs["state"])
     steps, clipped, success, human_steps = [], 0, False, []
     for t in range(max_steps):
         a = np.asarray(act(obs), np.float32)
@@ -95,6 +99,8 @@ def run_episode(env, act, seed, max_steps, reward_scale=1.0, operator=None):
                 break
             if cmd.action is not None and cmd.mode == OperatorMode.TAKEOVER:
                 a, human = np.where(cmd.dof_mask, cmd.action, a).astype(np.float32), True
+        if safety is not None:
+            a = np.asarray(safety.filter(a, t * period, t * period, obs["state"]).action, np.float32)
         nxt, r, term, trunc, info = env.step(a)
         applied = np.asarray(info["action_applied"], np.float32)
         clipped += bool(np.abs(applied[:6] - np.clip(a[:6], -1, 1)).max() > 1e-4)
@@ -123,6 +129,7 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-episodes", type=int, default=10)
     ap.add_argument("--reward-scale", type=float, default=1.0)
     ap.add_argument("--operator", action="store_true", help="the simulated operator may take over (its steps go to the demo view)")
+    ap.add_argument("--safety", action="store_true", help="the controller's safety filter between actor and sim (as in the run)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="")
     ap.add_argument("overrides", nargs="*", help="learner.* overrides")
@@ -145,12 +152,17 @@ def main(argv=None) -> int:
 
         operator = SimulatedOperator(cfg.teleop.sim_operator, task=args.task, seed=args.seed, robot_cfg=cfg.robot)
 
+    safety = None
+    if args.safety:
+        from hil_robot.control.safety import SafetyFilter
+
+        safety = SafetyFilter(cfg.robot, 1.0 / cfg.robot.control_hz)
     obs0, _ = env.reset(seed=10_000)
     sd, td = len(obs0["state"]), len(obs0["task_state"])
     demo, online = Buffer(200_000, sd, td), Buffer(500_000, sd, td)
     ok = 0
     for i in range(args.demos):
-        steps, s, _, _ = run_episode(env, expert.act, 10_000 + i, args.max_steps, args.reward_scale)
+        steps, s, _, _ = run_episode(env, expert.act, 10_000 + i, args.max_steps, args.reward_scale, safety=safety)
         demo.add_episode(steps, lc.gamma)
         ok += s
     print(f"demos: {args.demos} episodes, {demo.n} steps, {ok} successes", flush=True)
@@ -184,7 +196,7 @@ def main(argv=None) -> int:
             next_eval += args.eval_every
             es = []
             for j in range(args.eval_episodes):
-                _, s, _, _ = run_episode(env, act_det, 20_000 + j, args.max_steps)
+                _, s, _, _ = run_episode(env, act_det, 20_000 + j, args.max_steps, safety=safety)
                 es.append(s)
             d = demo.sample(1024, rng)
             with torch.no_grad():
@@ -204,7 +216,7 @@ def main(argv=None) -> int:
                    "gripper_agree_demo": g_ok, "episodes": ep, "takeovers": takeovers}
             rows.append(row)
             print(" ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
-        steps, s, clip, human = run_episode(env, act_sample, 100_000 + ep, args.max_steps, args.reward_scale, operator)
+        steps, s, clip, human = run_episode(env, act_sample, 100_000 + ep, args.max_steps, args.reward_scale, operator, safety)
         ep += 1
         succ_hist.append(s)
         clip_hist.append(clip)

@@ -89,6 +89,26 @@ def test_gripper_classes_round_trip():
     assert torch.equal(gripper_command(cls, opening, 0.8), command)
 
 
+def test_rate_limited_gripper_step_is_the_decision_to_move():
+    """The safety filter limits the gripper to 1.0 per tick at 10 Hz: a served close (-1 -> +1)
+    executes as 0 first. That tick is the policy's close (recorded 'stay', the gripper critic never
+    saw a close in the run's own data: lock-step RLPD with the filter fell from 0.9 to 0.3)."""
+    opening = torch.tensor([1.0, 0.3, 1.0, 0.3, 1.0, 0.3])
+    command = torch.tensor([0.0, 0.0, -0.6, 0.6, -0.4, 0.4])
+    cls = gripper_class(command, opening, closed_below=0.8)
+    assert cls.tolist() == [GRIPPER_CLOSE, GRIPPER_OPEN, GRIPPER_STAY, GRIPPER_STAY, GRIPPER_CLOSE, GRIPPER_OPEN]
+    from hil_robot.config.robot import RobotConfig
+    from hil_robot.control.safety import SafetyFilter
+
+    sf = SafetyFilter(RobotConfig(), 0.1)
+    state = np.zeros(15, np.float32)
+    state[0:3], state[3], state[7] = (0.5, 0.0, 0.2), 1.0, 1.0  # open jaw
+    sf.reset(0.0, state)
+    executed = sf.filter(np.array([0, 0, 0, 0, 0, 0, 1.0], np.float32), 0.0, 0.0, state).action[6]
+    assert executed < 1.0  # rate-limited
+    assert gripper_class(torch.tensor([float(executed)]), torch.tensor([1.0]), 0.8).item() == GRIPPER_CLOSE
+
+
 def _target_after_one_update(cfg, batch):
     agent = RLPD(cfg, obs_spec_from_batch(batch, cfg))
     return agent.update(batch)["rlpd/target_mean"]
