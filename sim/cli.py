@@ -4,7 +4,7 @@ and a PNG contact sheet of the first episode.
 
 Options: episodes (int), policy (expert | noisy_expert), noise (std of the noisy expert; default
 policy.noise_std or 0.6), seed (first episode's seed; default experiment.seed), operator (true/false),
-video (mp4 path; "" = none), video_episodes (how many episodes to film), max_steps.
+video (mp4 path; "" or false = none), video_episodes (how many episodes to film), max_steps.
 Any Hydra override works too, e.g. ``sim.image_height=64 teleop.sim_operator.stall_steps=10``.
 """
 
@@ -45,7 +45,9 @@ def sim_demo(argv: list[str]) -> int:
     noise = opts["noise"] if opts["noise"] >= 0 else (cfg.policy.noise_std or 0.6)
     noise = noise if opts["policy"] == "noisy_expert" else 0.0
     seed0 = opts["seed"] if opts["seed"] >= 0 else cfg.experiment.seed
-    video = str(opts["video"]).format(task=task)
+    # video=false / none / off (as for `hil-robot eval video=false`) means no video, not a file named "false"
+    raw = str(opts["video"]).strip()
+    video = "" if raw.lower() in ("", "false", "none", "off", "no", "0") else raw.format(task=task)
     film = bool(video) and opts["video_episodes"] > 0
     print(f"sim-demo: task={task} policy={opts['policy']} noise={noise:g} episodes={opts['episodes']} "
           f"operator={'on' if opts['operator'] else 'off'} control={cfg.robot.control_hz:g} Hz")

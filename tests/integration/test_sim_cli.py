@@ -31,11 +31,14 @@ def test_sim_demo_prints_episodes_and_writes_video(tmp_path, capsys):
     assert ok and frame.shape == (64, 128, 3)  # front + wrist side by side
 
 
-def test_sim_demo_expert_without_video(capsys):
-    rc = main(["sim-demo", "task=peg_insert", "episodes=1", "policy=expert", "video=", "render=false"])
+@pytest.mark.parametrize("off", ["", "false"])
+def test_sim_demo_expert_without_video(off, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # video=false must not write a file named 'false' (or anything) here
+    rc = main(["sim-demo", "task=peg_insert", "episodes=1", "policy=expert", f"video={off}", "render=false"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "True" in out.splitlines()[2], out  # the expert succeeds
+    assert "video:" not in out and not list(tmp_path.iterdir())
 
 
 def test_unknown_task_lists_valid_tasks(capsys):
