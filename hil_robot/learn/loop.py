@@ -273,7 +273,8 @@ class Learner:
         if self.online_critic is None:
             from hil_robot.learn.online_critic import OnlineCritic
 
-            self.online_critic = OnlineCritic(self.cfg.learner, self.replay.buffer, self.device)
+            self.online_critic = OnlineCritic(self.cfg.learner, self.replay.buffer, self.device,
+                                              seed=self.cfg.experiment.seed + 1000 * self.rank)
         self._critic_metrics = self.online_critic.maybe_train()
         return self.online_critic
 

@@ -86,8 +86,9 @@ class ReplaySampler(PairSampler):
 class OnlineCritic:
     """An ensemble of small progress critics trained on the replay's episodes (module docstring)."""
 
-    def __init__(self, lc: Any, buffer: Any, device: torch.device | str = "cpu"):
+    def __init__(self, lc: Any, buffer: Any, device: torch.device | str = "cpu", seed: int = 0):
         self.lc = lc
+        self.seed = int(seed)  # experiment.seed: the members' initial weights and sample streams follow it
         self.buffer = buffer
         self.device = torch.device(device)
         cams = tuple(sorted(buffer._images))
@@ -97,7 +98,12 @@ class OnlineCritic:
         hw = tuple(buffer._images[cams[0]].shape[1:3])
         net = CriticNetConfig(cameras=cams, image_hw=hw, vision_channels=(8, 16, 32, 32), feature_dim=64, hidden_dim=128)
         self.settings = CriticTrainSettings(episodes_per_batch=8, frames_per_episode=4, lr=1e-3, fail_fraction=0.5)
-        self.models = [ProgressCritic(net).to(self.device) for _ in range(lc.critic_online_ensemble)]
+        init = torch.random.fork_rng(devices=[])  # seeded members without moving the learner's torch RNG
+        with init:
+            self.models = []
+            for k in range(lc.critic_online_ensemble):
+                torch.manual_seed(self.seed * 7919 + k)
+                self.models.append(ProgressCritic(net).to(self.device))
         self.opts = [torch.optim.AdamW(m.parameters(), lr=self.settings.lr, weight_decay=1e-4) for m in self.models]
         states = buffer._obs["state"][np.concatenate([h.rows for h in buffer.held.values()])]
         for m in self.models:
@@ -114,11 +120,11 @@ class OnlineCritic:
     def train(self, steps: int) -> dict[str, float]:
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
-        sampler = ReplaySampler(self.buffer, self.settings, seed=self.steps * 31)  # the units: once per round
+        sampler = ReplaySampler(self.buffer, self.settings, seed=self._stream(-1))  # the units: once per round
         if not len(sampler.succ_ids):
             return {}
         for k, (model, opt) in enumerate(zip(self.models, self.opts)):
-            sampler.rng = np.random.default_rng(self.steps * 31 + k)  # each member its own sample stream
+            sampler.rng = np.random.default_rng(self._stream(k))  # each member its own sample stream
             model.train()
             for _ in range(steps):
                 loss, m = critic_loss(model, sampler, sampler.sample(), self.device, self.settings)
@@ -136,6 +142,10 @@ class OnlineCritic:
         sums["critic_online/units_success"] = float(len(sampler.succ_ids))
         self.last_metrics = {k.replace("critic/", "critic_online/"): v for k, v in sums.items()}
         return self.last_metrics
+
+    def _stream(self, member: int) -> list[int]:
+        """Seed of one member's samples in this training round (experiment.seed, round, member)."""
+        return [self.seed, self.steps, member + 1]
 
     def maybe_train(self) -> dict[str, float]:
         """The first call trains ``critic_online_warmup_steps``; later ones every

@@ -294,3 +294,26 @@ def test_online_critic_relabels_reward_and_terminal_and_caches_per_version(onlin
     oc.maybe_train()
     out = oc.relabel(dict(batch))
     assert (out["done"] == 1).all() and (out["truncated"] == 0).all() and (out["reward"] >= 0).all()  # Δ + bonus 1
+
+
+def test_online_critic_follows_the_experiment_seed(online_replay):
+    """Same experiment.seed: the same initial members and sample streams; another seed: others.
+    Building the ensemble leaves the learner's own torch RNG where it was."""
+    from hil_robot.learn.online_critic import OnlineCritic
+
+    lc = learner_cfg("learner.reward=critic_online", "learner.critic_online_ensemble=2")
+
+    def members(seed: int) -> tuple[list[torch.Tensor], list]:
+        oc = OnlineCritic(lc, online_replay.buffer, seed=seed)
+        return [next(iter(m.parameters())).detach().clone() for m in oc.models], [oc._stream(k) for k in (-1, 0, 1)]
+
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a, streams_a = members(0)
+    assert torch.equal(torch.rand(1), before)
+    b, streams_b = members(0)
+    c, streams_c = members(1)
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and streams_a == streams_b
+    assert not torch.equal(a[0], c[0]) and streams_a != streams_c
+    assert not torch.equal(a[0], a[1])  # the members differ from each other
