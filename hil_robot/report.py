@@ -206,9 +206,10 @@ def draw(run_dir: str | os.PathLike) -> list[Path]:
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
     for ax, (xkey, xlabel) in zip(axes, panels):
         xs = [s.get(xkey, math.nan) for s in summary]
-        ax.plot(xs, [s["eval_success"] for s in summary], "o-", label="eval success (no operator)")
+        ev = [s for s in summary if s.get("eval_episodes", 1)]  # rounds without eval (eval_every_rounds > 1): no point
+        ax.plot([s.get(xkey, math.nan) for s in ev], [s["eval_success"] for s in ev], "o-", label="eval success (no operator)")
         if any(s.get("eval_fresh_episodes", 0) for s in summary):
-            ax.plot(xs, [s["eval_fresh_success"] for s in summary], "^:", label="eval, fresh seeds")
+            ax.plot([s.get(xkey, math.nan) for s in ev], [s["eval_fresh_success"] for s in ev], "^:", label="eval, fresh seeds")
         ax.plot(xs, [1 - s["intervention_rate"] for s in summary], "s--", label="autonomy (1 - human step share)")
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel(xlabel)

@@ -442,7 +442,7 @@ class HilRun:
         learner = f"learner {ups:.1f} upd/s"
         fresh = [r for r in evals if r["seed_kind"] == "fresh"]
         fixed = [r for r in evals if r["seed_kind"] != "fresh"]
-        ev = f"eval {len(evals)} eps: success {rate(evals, 'success')}"
+        ev = f"eval {len(evals)} eps: success {rate(evals, 'success')}" if evals else "no eval this round"
         if fresh:
             ev += f" (fresh {rate(fresh, 'success')}, fixed {rate(fixed, 'success')})"
         if evals and evals[0]["visual"] != "train":
@@ -530,9 +530,10 @@ class HilRun:
             deploy = self.log_new_episodes(self.store, "deploy", rnd, wait_for=e.episodes_per_round)
             evals: list[dict] = []
             fresh_seed = self.fresh_seed()  # drawn every round, so the seeds of round r do not depend on eval settings
+            evaluate = evaluates(rnd, e, out_of_time=(time.monotonic() - self.t0) / 60 >= e.max_minutes)
             for kind, n, eval_seed in (("fixed", e.eval_episodes, EVAL_SEED0 + e.seed * 1000),
                                        ("fresh", e.eval_fresh_episodes, fresh_seed)):
-                if n:
+                if n and evaluate:
                     self.run_child(f"eval{rnd}_{kind}", self.controller_args("eval", n, eval_seed, rnd, tag=f"_{kind}"),
                                    label=f"round {rnd}/{e.rounds} eval ({kind} seeds)", store=self.eval_store, episodes=n)
                     evals += self.log_new_episodes(self.eval_store, "eval", rnd, wait_for=n, seed_kind=kind,
@@ -678,6 +679,12 @@ def run(argv: list[str]) -> int:
     opts, cfg = parse_command_args(argv, options=RUN_OPTIONS)
     result = main(cfg, _overrides(argv, RUN_OPTIONS), opts["run_dir"] or None, quiet=opts["quiet"])
     return 1 if "error" in result else 0
+
+
+def evaluates(rnd: int, e: Any, out_of_time: bool) -> bool:
+    """Does round ``rnd`` end with an eval block? Every ``experiment.eval_every_rounds``-th round,
+    and the last one (``experiment.rounds``, or the one that used up the wall-clock budget)."""
+    return rnd == e.rounds or out_of_time or rnd % e.eval_every_rounds == 0
 
 
 def evaluate(argv: list[str]) -> int:

@@ -153,7 +153,7 @@ def _num(x: Any) -> float | None:
 
 
 def last_mean(rounds: list[dict[str, Any]], n: int = 5) -> float | None:
-    vals = [float(r["eval_success"]) for r in rounds[-n:] if _num(r.get("eval_success")) is not None]
+    vals = [float(r["eval_success"]) for r in rounds if _num(r.get("eval_success")) is not None][-n:]  # last n evaluated
     return sum(vals) / len(vals) if vals else None
 
 
@@ -215,8 +215,9 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
         if not rounds:
             continue
         wall = [r["wall_min"] for r in rounds]
-        ax[0].plot(wall, [r["eval_success"] for r in rounds], "o-", label=name)
-        ax[1].plot([r["env_steps"] for r in rounds], [r["eval_success"] for r in rounds], "o-", label=name)
+        ev = [r for r in rounds if _num(r.get("eval_success")) is not None]  # evaluated rounds only
+        ax[0].plot([r["wall_min"] for r in ev], [r["eval_success"] for r in ev], "o-", label=name)
+        ax[1].plot([r["env_steps"] for r in ev], [r["eval_success"] for r in ev], "o-", label=name)
         ax[2].plot(wall, [1 - r["intervention_rate"] for r in rounds], "o-", label=name)
     for a, xl, yl in zip(ax, ("wall clock [min]", "env steps", "wall clock [min]"),
                          ("eval success (no operator)", "eval success", "autonomy (1 - human step share)")):

@@ -98,3 +98,25 @@ def test_every_sim_task_learns_with_the_same_recipe():
         assert dataclasses.replace(cfg.sim, task=ref.sim.task) == ref.sim, task
         assert dataclasses.replace(cfg.experiment, name=ref.experiment.name, run_dir=ref.experiment.run_dir) == ref.experiment, task
     assert ref.learner.ema_decay == 0.995 and ref.policy.size == "small" and ref.experiment.demo_episodes == 30
+
+
+def test_rounds_without_eval_are_skipped_by_the_figures_and_every_nth_round_and_the_last_evaluate():
+    """experiment.eval_every_rounds=N: rounds between evaluations carry NaN eval success; the
+    table's last five, best and minutes-to-threshold use the evaluated rounds only."""
+    import math
+
+    from hil_robot.config import load_config
+    from hil_robot.config._build import ConfigError
+    from hil_robot.run import evaluates
+
+    bench = _bench()
+    nan = math.nan
+    rounds = _rounds([nan, 0.5, nan, 0.9, nan, nan, 0.7, nan, 0.8, nan, nan, 0.6], [0.2] * 12)
+    assert bench.last_mean(rounds) == pytest.approx((0.5 + 0.9 + 0.7 + 0.8 + 0.6) / 5)
+    assert bench.first_at(rounds, 0.9) == 12.0 and bench.first_at(rounds, 0.95) is None
+    e = load_config(["experiment.eval_every_rounds=3", "experiment.rounds=10"]).experiment
+    assert [r for r in range(1, 11) if evaluates(r, e, out_of_time=False)] == [3, 6, 9, 10]
+    assert evaluates(4, e, out_of_time=True)  # the round that used up the budget is the last: evaluated
+    assert all(evaluates(r, load_config([]).experiment, False) for r in range(1, 6))  # default: every round
+    with pytest.raises(ConfigError, match="eval_every_rounds"):
+        load_config(["experiment.eval_every_rounds=0"])

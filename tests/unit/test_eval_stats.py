@@ -113,3 +113,28 @@ def test_round_csv_widens_when_a_process_group_appears(tmp_path):
     rows = read_csv(path)
     assert [r["round"] for r in rows] == [1.0, 2.0]
     assert rows[0]["cpu_controller"] == "" and rows[1]["cpu_controller"] == 0.2
+
+
+def test_rounds_without_eval_summarise_and_draw(tmp_path):
+    """experiment.eval_every_rounds > 1: a deploy-only round has no eval rate (NaN, 0 episodes),
+    the table prints it and the plots draw the evaluated rounds."""
+    import csv
+
+    from hil_robot.report import draw
+
+    from hil_robot.types import Segment
+
+    rows = [_row(1, "deploy", 1), _row(2, "deploy", 0), _row(2, "eval", 1, "fixed"), _row(2, "eval", 0, "fresh"),
+            _row(3, "deploy", 1)]
+    for r in rows:
+        r.update({f"seg_{seg.value}": r["steps"] if seg == Segment.AUTONOMOUS else 0 for seg in Segment})
+    summary = round_summary(rows)
+    assert math.isnan(summary[0]["eval_success"]) and summary[0]["eval_episodes"] == 0
+    assert summary[1]["eval_success"] == 0.5
+    assert format_table(summary)
+    (tmp_path / "metrics").mkdir()
+    with open(tmp_path / "metrics" / "episodes.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    assert all(p.is_file() for p in draw(tmp_path))
