@@ -2,7 +2,7 @@
 
 State machine (one ``command`` call per control tick)::
 
-    WATCHING --(no progress for stall_steps, or failure imminent)--> REACTING
+    WATCHING --(no progress for stall_steps, less than stall_min_gain in stall_steps, or failure imminent)--> REACTING
     REACTING --(reaction_delay_steps later)--> RECOVERY      mode takeover, segment recovery:
         drive back to a familiar state (the expert's hover/pre-grasp pose, or lift when holding)
     RECOVERY --(pose reached or max_recovery_steps)--> CORRECTION   segment correction:
@@ -83,6 +83,7 @@ class SimulatedOperator:
         self.interventions = 0
         self.best_progress = -1.0
         self.last_improve_step = 0
+        self._best_at: dict[int, float] = {}  # step -> best progress, since the policy last got the controls
         self.react_at = 0
         self.phase_start = 0
         self.trigger = ""
@@ -130,6 +131,8 @@ class SimulatedOperator:
         mark = "success" if status["success"] else ("failure" if status["failed"] else "")
         if progress > self.best_progress + self.cfg.progress_eps:
             self.best_progress, self.last_improve_step = progress, step
+        self._best_at[step] = self.best_progress
+        self._best_at.pop(step - self.cfg.stall_steps - 1, None)
         robot = RobotView.from_state(np.asarray(obs["state"]))
         ts = np.asarray(obs["task_state"])
         self._held_ticks = self._held_ticks + 1 if status.get("held", False) else 0
@@ -140,10 +143,12 @@ class SimulatedOperator:
             self._start_perturbation(step, robot, context.get("policy_action"))
         if self.phase == Phase.PERTURBATION and not mark and step - self.phase_start >= self.cfg.perturb_steps:
             self.phase = Phase.WATCHING  # hand straight back; a fresh stall window for the policy
-            self.best_progress, self.last_improve_step = progress, step
+            self._fresh_window(progress, step)
         if not mark and self.phase == Phase.WATCHING and self.interventions < self.cfg.max_interventions_per_episode:
             if step - self.last_improve_step >= self.cfg.stall_steps:
                 trigger = "stall"
+            elif self._too_slow(step):
+                trigger = "slow"
             elif self.cfg.trigger_on_failure_risk and status.get("risk", False):
                 trigger = "failure_risk"
             if trigger:
@@ -170,7 +175,7 @@ class SimulatedOperator:
             done = (sub_idx > self.goal_subtask and status["subtask"] in self.handback) or status["success"]
             if done or step - self.phase_start >= self.cfg.max_correction_steps:
                 self.phase = Phase.WATCHING  # hand back; give the policy a fresh stall window
-                self.best_progress, self.last_improve_step = progress, step
+                self._fresh_window(progress, step)
             else:
                 action = self.expert.act(obs)
         mode, segment = OperatorMode.AUTONOMOUS, Segment.AUTONOMOUS
@@ -189,6 +194,17 @@ class SimulatedOperator:
                          "perturbation": self._perturb_kind if segment == Segment.PERTURBATION else ""})
         return OperatorCommand(timestamp_s=float(obs.get("timestamp_s", 0.0)), mode=mode, action=action,
                                segment=segment, mark=mark, operator_id="sim_operator", device_id="sim")
+
+    def _fresh_window(self, progress: float, step: int) -> None:
+        """The policy gets the controls back: its stall and slow windows start now."""
+        self.best_progress, self.last_improve_step = progress, step
+        self._best_at = {step: progress}
+
+    def _too_slow(self, step: int) -> bool:
+        """``stall_min_gain`` > 0: the best progress grew by less than that over the last
+        ``stall_steps`` ticks (a crawl that sets a new best every few ticks never stalls)."""
+        then = self._best_at.get(step - self.cfg.stall_steps)
+        return self.cfg.stall_min_gain > 0 and then is not None and self.best_progress - then < self.cfg.stall_min_gain
 
     # ------------------------------------------------------------------ perturbations
 

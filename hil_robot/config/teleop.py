@@ -18,6 +18,9 @@ class SimOperatorConfig:
     max_interventions_per_episode: int = 3  # intervention budget
     trigger_on_failure_risk: bool = True  # take over when failure is imminent (e.g. object pushed off)
     progress_eps: float = 0.01  # task progress must grow by more than this to count as progress
+    # > 0: also take over ('slow') when the best progress grew by less than this over the last
+    # stall_steps ticks — a crawl setting a new best every few ticks never stalls (0 = off)
+    stall_min_gain: float = 0.0
     recovery_tol_m: float = 0.015  # recovery ends when the TCP is this close to the familiar pose
     max_recovery_steps: int = 25  # ... or after this many ticks
     max_correction_steps: int = 40  # correction hands back after this many ticks even if the sub-task is not done
@@ -30,6 +33,7 @@ class SimOperatorConfig:
 
     def __post_init__(self) -> None:
         positive("teleop.sim_operator.stall_steps", self.stall_steps)
+        in_range("teleop.sim_operator.stall_min_gain", self.stall_min_gain, 0.0, 1.0)
         positive("teleop.sim_operator.max_interventions_per_episode", self.max_interventions_per_episode, allow_zero=True)
         positive("teleop.sim_operator.recovery_tol_m", self.recovery_tol_m)
         positive("teleop.sim_operator.max_recovery_steps", self.max_recovery_steps)

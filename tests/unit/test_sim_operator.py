@@ -139,3 +139,40 @@ def test_operator_rescues_a_noisy_policy():
         if res.success:
             assert op.log[-1]["mark"] == "success"
     assert with_op >= alone + 4, f"operator should rescue the noisy expert: alone {alone}/8, with operator {with_op}/8"
+
+
+class CrawlingPolicy:
+    """The expert's moves at a tenth of their size: progress grows a little every few ticks."""
+
+    metadata = {"name": "crawl", "action_horizon": 1, "action_dim": 7}
+
+    def __init__(self, task: str):
+        self.expert = make_expert(task, RobotConfig())
+
+    def infer(self, obs):
+        a = np.asarray(self.expert.act(obs), np.float32).copy()
+        a[:6] *= 0.1
+        return {"actions": a[None], "policy_version": 0}
+
+    def reset(self):
+        self.expert.reset()
+
+
+def test_a_crawl_never_stalls_but_a_slow_trigger_takes_over():
+    """Each crawl tick sets a new best often enough that 'no new best for stall_steps' never fires;
+    stall_min_gain > 0 takes over when the best grew by less than that in stall_steps ticks."""
+    robot = SimRobot(SimConfig(task="pick_cube", render=False), RobotConfig(), seed=0)
+    plain = SimulatedOperator(SimOperatorConfig(stall_steps=15, trigger_on_failure_risk=False), "pick_cube", seed=0)
+    res = run_episode(robot, CrawlingPolicy("pick_cube"), plain, seed=4, max_steps=40, pre_intervention_k=5)
+    assert res.interventions == 0 and not any(e["trigger"] for e in plain.log)
+    assert plain.log[-1]["progress"] > plain.log[0]["progress"]  # it was getting somewhere, slowly
+    slow_cfg = SimOperatorConfig(stall_steps=15, trigger_on_failure_risk=False, stall_min_gain=0.05)
+    slow = SimulatedOperator(slow_cfg, "pick_cube", seed=0)
+    res = run_episode(robot, CrawlingPolicy("pick_cube"), slow, seed=4, max_steps=40, pre_intervention_k=5)
+    triggers = [e for e in slow.log if e["trigger"]]
+    assert res.interventions >= 1 and triggers[0]["trigger"] == "slow"
+    assert triggers[0]["step"] == slow_cfg.stall_steps  # the first full window of the crawl
+    gained = slow.log[triggers[0]["step"]]["progress"] - slow.log[0]["progress"]
+    assert 0 < gained < slow_cfg.stall_min_gain
+    with pytest.raises(Exception, match="stall_min_gain"):
+        SimOperatorConfig(stall_min_gain=-0.1)
