@@ -109,6 +109,30 @@ def test_rate_limited_gripper_step_is_the_decision_to_move():
     assert gripper_class(torch.tensor([float(executed)]), torch.tensor([1.0]), 0.8).item() == GRIPPER_CLOSE
 
 
+def test_gripper_target_bootstraps_from_the_ensemble_value_never_its_own_max():
+    """The gripper critic's target is the continuous critic's target minus the toggle penalty: it
+    cannot climb above the returns the ensemble believes in (a double-DQN target on its own max
+    drifted to 1.9 with rewards <= 1 in a 30-min run)."""
+    cfg = learner_cfg()
+    b = fake_batch(32)
+    b["action"][:8, 6] = 1.0  # some closes from an open jaw: toggles
+    agent = RLPD(cfg, obs_spec_from_batch(b, cfg))
+    seen: dict = {}
+    step = agent.critic_step
+
+    def spy(state, images, action, y, g_cls, y_g):
+        seen.update(y=y, g_cls=g_cls, y_g=y_g)
+        return step(state, images, action, y, g_cls, y_g)
+
+    agent.critic_step = spy
+    with torch.no_grad():  # the gripper critic's own values may be anything: they must not matter
+        agent.gripper_critic.net.net[-1].bias.fill_(50.0)
+    agent.update(b)
+    toggles = (seen["g_cls"] != GRIPPER_STAY).float()
+    assert toggles.sum() > 0
+    assert torch.allclose(seen["y_g"], seen["y"] - cfg.rl_gripper_penalty * toggles)
+
+
 def _target_after_one_update(cfg, batch):
     agent = RLPD(cfg, obs_spec_from_batch(batch, cfg))
     return agent.update(batch)["rlpd/target_mean"]
