@@ -98,8 +98,7 @@ class OnlineCritic:
         hw = tuple(buffer._images[cams[0]].shape[1:3])
         net = CriticNetConfig(cameras=cams, image_hw=hw, vision_channels=(8, 16, 32, 32), feature_dim=64, hidden_dim=128)
         self.settings = CriticTrainSettings(episodes_per_batch=8, frames_per_episode=4, lr=1e-3, fail_fraction=0.5)
-        init = torch.random.fork_rng(devices=[])  # seeded members without moving the learner's torch RNG
-        with init:
+        with torch.random.fork_rng(devices=[]):  # seeded members without moving the learner's torch RNG
             self.models = []
             for k in range(lc.critic_online_ensemble):
                 torch.manual_seed(self.seed * 7919 + k)
