@@ -121,12 +121,16 @@ def strip_ros_args(argv: list[str]) -> list[str]:
     return out
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")  # also "no file" where an option takes a path (sim-demo video=false)
+
+
 def _coerce(key: str, value: str, default: Any) -> Any:
     try:
         if isinstance(default, bool):
-            if value.lower() in ("1", "true", "yes", "on"):
+            if value.lower() in TRUE_WORDS:
                 return True
-            if value.lower() in ("0", "false", "no", "off"):
+            if value.lower() in FALSE_WORDS:
                 return False
             raise ValueError
         if isinstance(default, int):

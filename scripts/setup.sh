@@ -9,13 +9,17 @@ bash scripts/install_system_deps.sh
 
 # Disk: .venv/ is ~2.6 GB, .venv-lerobot/ ~5.7 GB, and pip unpacks wheels beside them. Say so up
 # front instead of leaving a bare "No space left on device" from pip half-way through.
-need_gb=4
-[ "${HIL_ROBOT_LEROBOT:-0}" = 1 ] && need_gb=11
+# Only environments not built yet count (a set-up machine re-runs this on every make run/test).
+need_gb=0
+[ -f "$VENV/.hil_robot_setup" ] || need_gb=4
+if [ "${HIL_ROBOT_LEROBOT:-0}" = 1 ] && [ ! -f "${LEROBOT_VENV:-.venv-lerobot}/.hil_robot_lerobot_setup" ]; then
+  need_gb=$((need_gb + 7))
+fi
 free_gb=$(df -Pk . | awk 'NR == 2 { print int($4 / 1048576) }')
-if [ -n "$free_gb" ] && [ "$free_gb" -lt "$need_gb" ]; then
-  echo "[setup] warning: ${free_gb} GB free on the disk holding $(pwd); set-up needs about ${need_gb} GB" \
-       "(.venv ~2.6 GB$([ "$need_gb" = 11 ] && echo ', .venv-lerobot ~5.7 GB') plus pip's unpacking)." \
-       "Free some space (old run directories, clones, ~/.cache/pip) if pip fails with 'No space left on device'." >&2
+if [ "$need_gb" -gt 0 ] && [ -n "$free_gb" ] && [ "$free_gb" -lt "$need_gb" ]; then
+  echo "[setup] warning: ${free_gb} GB free on the disk holding $(pwd); the environments still to build need" \
+       "about ${need_gb} GB (.venv ~2.6 GB, .venv-lerobot ~5.7 GB, plus pip's unpacking). Free some space" \
+       "(old run directories, clones, ~/.cache/pip) if pip fails with 'No space left on device'." >&2
 fi
 
 stamp="$VENV/.hil_robot_setup"

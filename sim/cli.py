@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from hil_robot.cli import parse_command_args
+from hil_robot.cli import FALSE_WORDS, parse_command_args
 from hil_robot.config._build import ConfigError
 
 OPTIONS = {"episodes": 3, "policy": "noisy_expert", "noise": -1.0, "seed": -1, "operator": True,
@@ -47,7 +47,7 @@ def sim_demo(argv: list[str]) -> int:
     seed0 = opts["seed"] if opts["seed"] >= 0 else cfg.experiment.seed
     # video=false / none / off (as for `hil-robot eval video=false`) means no video, not a file named "false"
     raw = str(opts["video"]).strip()
-    video = "" if raw.lower() in ("", "false", "none", "off", "no", "0") else raw.format(task=task)
+    video = "" if raw.lower() in ("", "none", *FALSE_WORDS) else raw.format(task=task)
     film = bool(video) and opts["video_episodes"] > 0
     print(f"sim-demo: task={task} policy={opts['policy']} noise={noise:g} episodes={opts['episodes']} "
           f"operator={'on' if opts['operator'] else 'off'} control={cfg.robot.control_hz:g} Hz")
