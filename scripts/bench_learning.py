@@ -209,7 +209,11 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    from matplotlib.ticker import FuncFormatter
+
+    # success per wall-clock minute, per env step and per learner update (load slows the clock and
+    # the learner, not what a step or an update buys), and the run's autonomy
+    fig, ax = plt.subplots(1, 4, figsize=(17, 3.6))
     for name, res in results.items():
         rounds = res.get("rounds") or []
         if not rounds:
@@ -218,10 +222,15 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
         ev = [r for r in rounds if _num(r.get("eval_success")) is not None]  # evaluated rounds only
         ax[0].plot([r["wall_min"] for r in ev], [r["eval_success"] for r in ev], "o-", label=name)
         ax[1].plot([r["env_steps"] for r in ev], [r["eval_success"] for r in ev], "o-", label=name)
-        ax[2].plot(wall, [1 - r["intervention_rate"] for r in rounds], "o-", label=name)
-    for a, xl, yl in zip(ax, ("wall clock [min]", "env steps", "wall clock [min]"),
-                         ("eval success (no operator)", "eval success", "autonomy (1 - human step share)")):
+        upd = [r for r in ev if _num(r.get("learner_updates")) is not None]
+        ax[2].plot([r["learner_updates"] for r in upd], [r["eval_success"] for r in upd], "o-", label=name)
+        ax[3].plot(wall, [1 - r["intervention_rate"] for r in rounds], "o-", label=name)
+    kilo = FuncFormatter(lambda v, _pos: f"{v / 1000:g}k" if abs(v) >= 1000 else f"{v:g}")
+    for a, xl, yl in zip(ax, ("wall clock [min]", "env steps", "learner updates", "wall clock [min]"),
+                         ("eval success (no operator)", "eval success", "eval success",
+                          "autonomy (1 - human step share)")):
         a.set_xlabel(xl), a.set_ylabel(yl), a.set_ylim(-0.05, 1.05), a.grid(alpha=0.3)
+    ax[1].xaxis.set_major_formatter(kilo), ax[2].xaxis.set_major_formatter(kilo)
     ax[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
