@@ -130,6 +130,7 @@ class Learner:
                                   refresh=last is None)
         self.state = LearnerState()
         self._critic_backend = None
+        self._critic_source = ""
         # progress-critic reward per stored transition, computed once: the critic is frozen and a
         # stored transition never changes, so only transitions not seen before are scored
         self._reward_cache: dict[tuple[int, int, int], float] = {}
@@ -143,6 +144,8 @@ class Learner:
             resumed_state, resumed_meta = ckpt.load(last)
             self.replay.load_state_dict(resumed_meta["replay"])
             self.replay.refresh()
+        if self._needs_frozen_critic:
+            self._check_critic(wait_for_data_s)  # a wrong path or a dead critic server fails now, not after the data
         self._wait_for_data(wait_for_data_s)
         self.algo = self._build_algorithm(fresh=last is None)
         if resumed_state is not None:
@@ -240,9 +243,57 @@ class Learner:
         return int(self.vla.config.action_horizon) if self.vla is not None else 1
 
     def _critic(self) -> Any:
+        """The frozen progress critic of ``reward=critic`` / ``advantage_source=critic``: the small
+        critic at ``learner.critic_checkpoint``, else the ``critic`` group's (a served critic at
+        ``critic.endpoint`` — e.g. a VLM critic on a GPU host — or ``critic.kind=vlm`` in-process)."""
         if self._critic_backend is None:
-            self._critic_backend = load_critic_backend(self.cfg.learner.critic_checkpoint, self.device)
+            cc = self.cfg.critic
+            if not self.cfg.learner.critic_checkpoint and (cc.endpoint or cc.kind == "vlm" or cc.checkpoint):
+                from policies.critic_remote import make_critic_backend
+
+                self._critic_backend = make_critic_backend(self.cfg)
+                self._critic_source = cc.endpoint or cc.vlm_path or cc.checkpoint
+            else:
+                self._critic_backend = load_critic_backend(self.cfg.learner.critic_checkpoint, self.device)
+                self._critic_source = self.cfg.learner.critic_checkpoint
         return self._critic_backend
+
+    @property
+    def _needs_frozen_critic(self) -> bool:
+        lc = self.cfg.learner
+        cc = self.cfg.critic
+        configured = bool(lc.critic_checkpoint or cc.endpoint or cc.kind == "vlm" or cc.checkpoint)
+        advantage = (lc.advantage_beta > 0 or lc.advantage_conditioning) and lc.advantage_source != "critic_online"
+        # advantages may also come from the data's 'advantage' column: then no critic is needed
+        return (lc.algorithm == "rlpd" and lc.reward == "critic") or (advantage and configured)
+
+    def _check_critic(self, timeout_s: float) -> None:
+        """Load the frozen critic; a served one must answer a ping and say it is a critic."""
+        backend = self._critic()
+        client = getattr(backend, "client", None)
+        if client is None:
+            return
+        try:
+            meta = client.wait_ready(min(timeout_s, 30.0))
+        except TimeoutError as e:
+            raise RuntimeError(f"no progress critic answers at critic.endpoint={self.cfg.critic.endpoint} ({e}); "
+                               "start one there (`hil-robot serve-critic critic.kind=vlm critic.vlm_path=DIR "
+                               "port=N`) or use learner.reward=sparse") from None
+        if meta.get("kind") != "critic":
+            raise RuntimeError(f"the server at critic.endpoint={self.cfg.critic.endpoint} is not a critic (its metadata "
+                               f"kind is {meta.get('kind')!r}); point critic.endpoint at `hil-robot serve-critic`")
+        log.info("progress critic at %s: %s", self.cfg.critic.endpoint, meta.get("name", "?"))
+
+    def _score_critic(self, batch: dict[str, Any]) -> np.ndarray:
+        from hil_robot.learn.critic import label_rewards
+
+        backend = self._critic()
+        try:
+            return label_rewards(backend, batch)["reward"]
+        except (TimeoutError, ConnectionError) as e:
+            raise RuntimeError(f"the progress critic at {self._critic_source} did not answer ({e}); the learner "
+                               "stops rather than train on missing rewards: start it (`hil-robot serve-critic "
+                               "...`) and resume the learner, or use learner.reward=sparse") from e
 
     def critic_rewards(self, batch: dict[str, Any]) -> np.ndarray:
         """reward [B] float32 = the progress critic's Δ(obs, next_obs), scoring only transitions
@@ -262,7 +313,7 @@ class Learner:
             idx = np.asarray(missing)
             sub = {k: v[idx] for k, v in batch.items() if k.startswith(("obs/", "next_obs/"))}
             sub["instruction"] = [batch["instruction"][i] for i in missing]
-            rewards = label_rewards(self._critic(), sub)["reward"]
+            rewards = self._score_critic(sub)
             for i, r in zip(missing, rewards.tolist()):
                 cache[keys[i]] = r
         self.reward_cache_stats["scored"] += len(missing)
