@@ -235,6 +235,8 @@ class RLPD:
     # ------------------------------------------------------------------ update
     def update(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """batch: replay dict (numpy or torch) of utd_ratio * B samples -> metrics."""
+        if self.featurizer.encoder is None:  # from state: the cameras (there for a critic reward) are not read here
+            batch = {k: v for k, v in batch.items() if not k.startswith(("obs/images/", "next_obs/images/"))}
         b = to_torch(batch, self.device)
         n = b["reward"].shape[0]
         k = max(1, min(self.cfg.utd_ratio, n))
