@@ -186,7 +186,11 @@ class Supervisor:
             if spec.required and not self._stop.is_set():
                 if rc == 0:  # it finished its job (e.g. the controller ran its episodes): a clean end
                     self._event(spec.name, "required node finished: shutting the graph down")
-                    self._stop.wait(self.finish_grace_s)  # let the others take its last messages
+                    # let the others take its last messages — when there are others: a graph of one
+                    # (a run's controller phase) has nobody to wait for (the grace was 3 s of every phase)
+                    if any(c is not child and not c.finished and c.proc is not None and c.proc.poll() is None
+                           for c in self.children):
+                        self._stop.wait(self.finish_grace_s)
                     self._stop.set()
                 else:
                     self.failed_required = spec.name

@@ -239,5 +239,24 @@ def test_required_node_death_stops_the_graph():
     assert "required node is gone" in out.getvalue() and sup.children[1].proc.poll() is not None
 
 
+def test_a_finished_required_node_waits_the_grace_only_for_others():
+    """A required one-shot node that exits 0 ends the graph: alone (a run's controller phase) at
+    once; beside other nodes after ``finish_grace_s``, so they can take its last messages."""
+    def graph(*specs):
+        sup = Supervisor(list(specs), dict(os.environ), shutdown_timeout_s=2.0, out=io.StringIO(),
+                         command_for=lambda s: [sys.executable, "-c", "import sys; sys.exit(0)"] if s.name == "oneshot"
+                         else [sys.executable, "-c", CHILD, *s.arguments])
+        sup.finish_grace_s = 1.5
+        t0 = time.monotonic()
+        assert sup.run(duration_s=20.0, poll_s=0.05) == 0
+        return sup, time.monotonic() - t0
+
+    alone, t_alone = graph(_spec("oneshot", restart="never", required=True))
+    beside, t_beside = graph(_spec("oneshot", restart="never", required=True), _spec("worker"))
+    assert "required node finished" in alone.out.getvalue() and "required node finished" in beside.out.getvalue()
+    assert t_beside >= 1.5 and t_beside - t_alone > 1.0, (t_alone, t_beside)
+    assert beside.children[1].proc.poll() is not None  # the other node was stopped after the grace
+
+
 def test_describe_exit():
     assert describe_exit(-9) == "killed by SIGKILL" and describe_exit(2) == "exited with code 2"
