@@ -306,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # one failed condition must not lose the others' figures
                 print(f"{key}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
                 results[key] = {"error": f"{type(exc).__name__}: {exc}", "rounds": [], "task": task, "condition": name}
+            # after every condition: a bench stopped later keeps what it measured (--merge reads it)
+            (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
 
     print(f"\n{'condition':<24} {'rounds':>6} {'min':>6} {'env steps':>9} {'eval succ':>9} {'interv rate':>11} "
           f"{'min to 90%':>10}")
