@@ -75,8 +75,9 @@ def add_base_actions(batch: dict[str, Any], vla: Any) -> dict[str, Any]:
 def load_critic_backend(path: str, device: torch.device) -> Any:
     """A trained progress critic (``policies.checkpoint`` directory of kind "critic") as a backend."""
     if not path:
-        raise ValueError("learner.reward=critic / learner.advantage_beta>0 need learner.critic_checkpoint "
-                         "(a progress-critic checkpoint directory)")
+        raise ValueError("learner.reward=critic / learner.advantage_beta>0 need a progress critic: "
+                         "learner.critic_checkpoint=DIR (from `hil-robot train-critic`) or critic.endpoint=tcp://HOST:PORT "
+                         "(a critic served by `hil-robot serve-critic`)")
     from policies.checkpoint import check_tensors, read_checkpoint
     from policies.critic import CriticNetConfig, LocalCriticBackend, ProgressCritic
 
