@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,10 @@ def test_run_with_a_lerobot_policy_records_takeovers_and_exports(tmp_path):
     assert result["learner_updates"] > 0 and result["weight_version"] >= 1, result
     assert all(max(m.policy_versions, default=-1) >= 1 for m in deploy), [m.policy_versions for m in deploy]
     assert "wbc/loss" in (run_dir / "logs" / "learner.log").read_text()  # Sirius-weighted BC ran
-    assert "'kind': 'delta'" in (run_dir / "logs" / "policy.log").read_text()  # LoRA deltas were installed
+    policy_log = (run_dir / "logs" / "policy.log").read_text()
+    # LoRA deltas were installed: the install line, or the status the server prints (periodically and
+    # at close; a short run may end before the periodic one)
+    assert re.search(r"weights version \d+ \(step \d+, delta\) installed", policy_log) or "'kind': 'delta'" in policy_log, policy_log[-2000:]
     assert EpisodeStore(run_dir / "eval_store", read_only=True).episodes()  # the operator-free evaluation ran too
 
     out = tmp_path / "lerobot_ds"
