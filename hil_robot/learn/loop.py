@@ -131,7 +131,6 @@ class Learner:
                                   refresh=last is None)
         self.state = LearnerState()
         self._critic_backend = None
-        self._critic_source = ""
         # progress-critic reward per stored transition, computed once: the critic is frozen and a
         # stored transition never changes, so only transitions not seen before are scored
         self._reward_cache: dict[tuple[int, int, int], float] = {}
@@ -248,22 +247,29 @@ class Learner:
         critic at ``learner.critic_checkpoint``, else the ``critic`` group's (a served critic at
         ``critic.endpoint`` — e.g. a VLM critic on a GPU host — or ``critic.kind=vlm`` in-process)."""
         if self._critic_backend is None:
-            cc = self.cfg.critic
-            if not self.cfg.learner.critic_checkpoint and (cc.endpoint or cc.kind == "vlm" or cc.checkpoint):
+            if self._critic_from_group:
                 from policies.critic_remote import make_critic_backend
 
                 self._critic_backend = make_critic_backend(self.cfg)
-                self._critic_source = cc.endpoint or cc.vlm_path or cc.checkpoint
             else:
                 self._critic_backend = load_critic_backend(self.cfg.learner.critic_checkpoint, self.device)
-                self._critic_source = self.cfg.learner.critic_checkpoint
         return self._critic_backend
+
+    @property
+    def _critic_from_group(self) -> bool:
+        """No learner.critic_checkpoint, but the critic group names one (served, VLM or small)."""
+        cc = self.cfg.critic
+        return not self.cfg.learner.critic_checkpoint and bool(cc.endpoint or cc.kind == "vlm" or cc.checkpoint)
+
+    @property
+    def _critic_source(self) -> str:
+        cc = self.cfg.critic
+        return (cc.endpoint or cc.vlm_path or cc.checkpoint) if self._critic_from_group else self.cfg.learner.critic_checkpoint
 
     @property
     def _needs_frozen_critic(self) -> bool:
         lc = self.cfg.learner
-        cc = self.cfg.critic
-        configured = bool(lc.critic_checkpoint or cc.endpoint or cc.kind == "vlm" or cc.checkpoint)
+        configured = bool(lc.critic_checkpoint) or self._critic_from_group
         advantage = (lc.advantage_beta > 0 or lc.advantage_conditioning) and lc.advantage_source != "critic_online"
         # advantages may also come from the data's 'advantage' column: then no critic is needed
         return (lc.algorithm == "rlpd" and lc.reward == "critic") or (advantage and configured)
