@@ -335,11 +335,12 @@ class HilRun:
         return ["transport.subscribe_weights=true", f"transport.weights_port={self.ports['weights']}"]
 
     # ------------------------------------------------------------------ phases
-    def controller_args(self, phase: str, episodes: int, seed: int, rnd: int, tag: str = "") -> list[str]:
+    def controller_args(self, phase: str, episodes: int, seed: int, rnd: int, seeds: str = "") -> list[str]:
         policy = self.endpoint["policy" if phase == "deploy" else "eval_policy"]
-        common = ["controller", f"episodes={episodes}", f"seed={seed}", f"endpoint={policy}",
+        which = f"seeds={seeds}" if seeds else f"seed={seed}"
+        common = ["controller", f"episodes={episodes}", which, f"endpoint={policy}",
                   f"realtime={'true' if self.cfg.experiment.realtime else 'false'}", "keys=false",
-                  f"summary_json={self.run_dir / 'metrics' / f'controller_r{rnd}_{phase}{tag}.json'}"]
+                  f"summary_json={self.run_dir / 'metrics' / f'controller_r{rnd}_{phase}.json'}"]
         if phase == "deploy":
             return [*common, f"operator_endpoint={self.endpoint['operator']}",
                     f"transitions={self.endpoint['transitions']}", *self.overrides]
@@ -400,9 +401,10 @@ class HilRun:
         return float(rows[-1]["value"]) if rows else math.nan
 
     def log_new_episodes(self, store_path: Path, phase: str, rnd: int, wait_for: int = 0, timeout_s: float = 30.0,
-                         seed_kind: str = "", visual: str = "") -> list[dict]:
+                         seed_kind: dict[int, str] | None = None, visual: str = "") -> list[dict]:
         """Append rows for episodes of ``store_path`` not logged yet; wait until ``wait_for`` are there
-        (the recorder finalises the last streamed episode a moment after the controller exits)."""
+        (the recorder finalises the last streamed episode a moment after the controller exits).
+        ``seed_kind``: episode seed -> its eval seed set ("fixed" | "fresh")."""
         from hil_robot.data import EpisodeStore
 
         deadline = time.monotonic() + timeout_s
@@ -416,6 +418,7 @@ class HilRun:
             log.warning("%s: expected %d new episodes in %s, found %d", phase, wait_for, store_path, len(metas))
         rows = []
         for m in metas:
+            seed = -1 if m.seed is None else int(m.seed)
             self.seen.add(m.episode_id)
             self.env_steps += m.num_steps
             counts = {s.value: int(m.segment_counts.get(s.value, 0)) for s in SEGMENT_ORDER}
@@ -425,8 +428,7 @@ class HilRun:
                    "human_steps": sum(counts[s.value] for s in HUMAN_SEGMENTS if s.value != "demo"),
                    "policy_version": max(m.policy_versions, default=-1),
                    **{f"seg_{k}": v for k, v in counts.items()},
-                   "seed_kind": seed_kind, "visual": visual or self.cfg.sim.visual,
-                   "seed": -1 if m.seed is None else int(m.seed)}
+                   "seed_kind": (seed_kind or {}).get(seed, ""), "visual": visual or self.cfg.sim.visual, "seed": seed}
             self.episodes.write(row)
             rows.append(row)
         return rows
@@ -531,13 +533,15 @@ class HilRun:
             evals: list[dict] = []
             fresh_seed = self.fresh_seed()  # drawn every round, so the seeds of round r do not depend on eval settings
             evaluate = evaluates(rnd, e, out_of_time=(time.monotonic() - self.t0) / 60 >= e.max_minutes)
-            for kind, n, eval_seed in (("fixed", e.eval_episodes, EVAL_SEED0 + e.seed * 1000),
-                                       ("fresh", e.eval_fresh_episodes, fresh_seed)):
-                if n and evaluate:
-                    self.run_child(f"eval{rnd}_{kind}", self.controller_args("eval", n, eval_seed, rnd, tag=f"_{kind}"),
-                                   label=f"round {rnd}/{e.rounds} eval ({kind} seeds)", store=self.eval_store, episodes=n)
-                    evals += self.log_new_episodes(self.eval_store, "eval", rnd, wait_for=n, seed_kind=kind,
-                                                   visual=self.eval_visual())
+            # one controller phase runs both seed sets (each phase pays a process start)
+            seed_kind = {EVAL_SEED0 + e.seed * 1000 + i: "fixed" for i in range(e.eval_episodes)}
+            seed_kind |= {fresh_seed + i: "fresh" for i in range(e.eval_fresh_episodes)}
+            if seed_kind and evaluate:
+                seeds = ",".join(map(str, seed_kind))
+                self.run_child(f"eval{rnd}", self.controller_args("eval", len(seed_kind), -1, rnd, seeds=seeds),
+                               label=f"round {rnd}/{e.rounds} eval", store=self.eval_store, episodes=len(seed_kind))
+                evals = self.log_new_episodes(self.eval_store, "eval", rnd, wait_for=len(seed_kind), seed_kind=seed_kind,
+                                              visual=self.eval_visual())
             line = self.progress(rnd, deploy, evals, self.round_end(rnd))
             log.info("%s", line)
             say(line, flush=True)

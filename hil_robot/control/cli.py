@@ -8,8 +8,9 @@
 Options: ``episodes``, ``store`` (episode store dir; default ``<run_dir>/controller_store``,
 ``none`` = do not record), ``operator`` (sim_operator | keyboard | spacemouse | gamepad | openxr |
 webxr | none; default ``teleop.device``), ``endpoint`` (remote policy; implied by
-``policy.name=remote``), ``seed``, ``max_steps``, ``realtime`` (false: a simulated clock, the loop
-runs as fast as the sim), ``keys`` (e-stop keys on the terminal), ``subscribe_weights`` (local
+``policy.name=remote``), ``seed`` (episode i runs seed + i), ``seeds`` (comma-separated: one
+episode per listed seed, in order, in place of ``episodes``/``seed``), ``max_steps``, ``realtime``
+(false: a simulated clock, the loop runs as fast as the sim), ``keys`` (e-stop keys on the terminal), ``subscribe_weights`` (local
 policy follows the learner's weight bus, swapping at chunk boundaries), ``summary_json``,
 ``operator_endpoint`` (the operator runs in another process: ``hil-robot operator``),
 ``transitions`` (stream records to a remote recorder, ``hil-robot receive-transitions``, instead of
@@ -46,6 +47,7 @@ OPTIONS: dict[str, Any] = {
     "operator": "",
     "endpoint": "",
     "seed": -1,
+    "seeds": "",
     "max_steps": 0,
     "realtime": True,
     "keys": True,
@@ -55,6 +57,17 @@ OPTIONS: dict[str, Any] = {
     "operator_endpoint": "",
     "transitions": "",
 }
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``seeds=3,7,1000001`` -> [3, 7, 1000001]; non-negative integers, at least one."""
+    try:
+        seeds = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"seeds={text!r}: give comma-separated non-negative integers, e.g. seeds=3,7,11") from None
+    if not seeds or min(seeds) < 0:
+        raise ConfigError(f"seeds={text!r}: give at least one seed, each >= 0, e.g. seeds=3,7,11")
+    return seeds
 
 
 def build_policy(cfg: RootConfig, endpoint: str) -> tuple[Any, Any]:
@@ -140,13 +153,15 @@ def controller(argv: list[str]) -> int:
     opts, cfg = parse_command_args(argv, options=OPTIONS, aliases={"task": "sim.task", "checkpoint": "policy.checkpoint"})
     if opts["episodes"] < 1:
         raise ConfigError("episodes must be >= 1")
+    seed = cfg.experiment.seed if opts["seed"] < 0 else opts["seed"]
+    seeds = parse_seeds(opts["seeds"]) if opts["seeds"] else [seed + i for i in range(opts["episodes"])]
     op_name = opts["operator"] or cfg.teleop.device
     allowed = ("sim_operator", "keyboard", "spacemouse", "gamepad", "openxr", "webxr", "none")
     if op_name not in allowed:
         raise ConfigError(f"operator={op_name!r} is not allowed; choose one of: {', '.join(allowed)}")
     if op_name not in ("sim_operator", "none") and not opts["realtime"]:
         raise ConfigError(f"operator={op_name} is a person at a device: it needs realtime=true")
-    seed = cfg.experiment.seed if opts["seed"] < 0 else opts["seed"]
+    seed = seeds[0]  # also seeds the robot's and the simulated operator's own generators
     clock = MonotonicClock() if opts["realtime"] else FakeClock()
 
     import sim
@@ -202,11 +217,11 @@ def controller(argv: list[str]) -> int:
     results = []
     try:
         with robot:
-            for i in range(opts["episodes"]):
-                res = ctl.run_episode(max_steps=opts["max_steps"] or None, seed=seed + i)
+            for i, episode_seed in enumerate(seeds):
+                res = ctl.run_episode(max_steps=opts["max_steps"] or None, seed=episode_seed)
                 results.append(res)
                 print(
-                    f"episode {i + 1}/{opts['episodes']} {res.episode_id}: {res.steps} steps, {res.end_reason}, "
+                    f"episode {i + 1}/{len(seeds)} {res.episode_id}: {res.steps} steps, {res.end_reason}, "
                     f"takeovers={res.interventions}" + (f" perturbations={res.perturbations}" if res.perturbations else ""),
                     flush=True,
                 )

@@ -33,3 +33,25 @@ def test_controller_cli_rejects_bad_options(tmp_path):
         controller(["operator=joystick", f"store={tmp_path}"])
     with pytest.raises(ConfigError, match="needs realtime=true"):
         controller(["operator=keyboard", "realtime=false", f"store={tmp_path}"])
+
+
+def test_controller_cli_runs_one_episode_per_listed_seed(tmp_path):
+    """seeds=... runs the listed seeds in order (how `hil-robot run` evaluates fixed and fresh seeds in one
+    phase); a seed's scene does not depend on where it sits in the list."""
+    common = ["policy=expert", "operator=none", "realtime=false", "keys=false", "sim.image_height=32",
+              "sim.image_width=32", "max_steps=5"]
+    assert controller([*common, "seeds=11,1000003,7", f"store={tmp_path / 'a'}"]) == 0
+    assert controller([*common, "seed=1000003", "episodes=1", f"store={tmp_path / 'b'}"]) == 0
+    a = EpisodeStore(tmp_path / "a", read_only=True)
+    metas = a.episodes()  # recording order
+    assert [m.seed for m in metas] == [11, 1000003, 7]
+    (b_meta,) = EpisodeStore(tmp_path / "b", read_only=True).episodes()
+    first = lambda store, m: store.read_episode(m.episode_id).columns["obs/task_state"][0]  # noqa: E731 (object poses)
+    assert (first(a, metas[1]) == first(EpisodeStore(tmp_path / "b", read_only=True), b_meta)).all()
+    assert not (first(a, metas[0]) == first(a, metas[1])).all()
+
+
+@pytest.mark.parametrize("bad", ["seeds=1,x", "seeds=,", "seeds=-3"])
+def test_controller_cli_rejects_bad_seed_lists(tmp_path, bad):
+    with pytest.raises(ConfigError, match="seeds=.*e.g. seeds=3,7,11"):
+        controller([bad, f"store={tmp_path}", "operator=none"])
