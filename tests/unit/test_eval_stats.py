@@ -74,9 +74,11 @@ def test_fresh_eval_seeds_are_new_every_round_reproducible_and_apart_from_other_
 
 def test_the_eval_phase_runs_under_the_configured_visuals(tmp_path):
     hil = _hil(tmp_path, "sim.visual=train", "experiment.eval_visual=heldout")
-    args = hil.controller_args("eval", 4, 123, 1, tag="_fresh")
+    args = hil.controller_args("eval", 4, 123, 1)
     assert args.count("sim.visual=heldout") == 1 and "sim.visual=train" not in args
     assert "operator=none" in args and "seed=123" in args
+    listed = hil.controller_args("eval", 2, -1, 1, seeds="1000000,1073741830")  # fixed and fresh in one phase
+    assert "seeds=1000000,1073741830" in listed and not any(a.startswith("seed=") for a in listed)
     deploy = hil.controller_args("deploy", 4, 5, 1)
     assert "sim.visual=train" in deploy and "sim.visual=heldout" not in deploy
     same = _hil(tmp_path / "s", "experiment.eval_visual=same")
