@@ -12,6 +12,7 @@ Conditions (same wall-clock budget each):
     rlpd_sparse / rlpd_critic   RLPD with sparse reward / progress-critic reward
                                 (rlpd_critic needs --critic-checkpoint PATH, else it is skipped)
     rlpd_critic_online          RLPD with the reward of critics the learner trains on the run's episodes
+    rlpd_bc    rlpd_sparse + a Q-filtered BC term on the demo and intervention rows (learner.rl_bc_weight=1)
     dsrl       DSRL: the RLPD SAC steering the frozen pre-trained flow VLA through its noise (learner=dsrl)
     recap      main + RECAP-style advantage conditioning (advantages from the online critics)
     finetune   weighted BC (as main) starting from the pre-trained VLA instead of fresh weights
@@ -24,7 +25,7 @@ Conditions (same wall-clock budget each):
                                    # conditions run separately: one table, plot and JSON for all
 
 JSON keys: final_success, minutes_to_90pct (null if not reached), final_intervention_rate,
-wbc_minus_bc_success, critic_minus_sparse_success, critic_online_minus_sparse_success,
+wbc_minus_bc_success, critic_minus_sparse_success, critic_online_minus_sparse_success, rlpd_bc_minus_sparse_success,
 dsrl_minus_base_success, finetune_minus_main_success, recap_minus_main_success (null when a condition was not run),
 base_vla_success (the pre-trained VLA evaluated frozen on the runs' eval seeds).
 """
@@ -53,6 +54,8 @@ CONDITIONS: dict[str, list[str]] = {
     "rlpd_sparse": [*RLPD, "learner.reward=sparse"],
     "rlpd_critic": [*RLPD, "learner.reward=critic"],
     "rlpd_critic_online": [*RLPD, "learner.reward=critic_online"],  # critics trained on the run's episodes
+    # the actor also imitates the demo + intervention rows where the critic rates them above its own action
+    "rlpd_bc": [*RLPD, "learner.reward=sparse", "learner.rl_bc_weight=1"],
     # the pre-trained VLA (policy.checkpoint is added): steered by DSRL, or fine-tuned by weighted BC
     # (the served chunk is run 5 steps at a time, as the VLA was: per tick, random noise took the
     # frozen BC VLA from 0.20 to 0.05 eval success)
@@ -343,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         "wbc_minus_bc_success": diff("main", "bc"),
         "critic_minus_sparse_success": diff("rlpd_critic", "rlpd_sparse"),
         "critic_online_minus_sparse_success": diff("rlpd_critic_online", "rlpd_sparse"),
+        "rlpd_bc_minus_sparse_success": diff("rlpd_bc", "rlpd_sparse"),
         "base_vla_success": base,
         "dsrl_minus_base_success": None if final("dsrl") is None or base is None else final("dsrl") - base,
         "finetune_minus_main_success": diff("finetune", "main"),
