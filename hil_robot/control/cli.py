@@ -10,8 +10,9 @@ Options: ``episodes``, ``store`` (episode store dir; default ``<run_dir>/control
 webxr | none; default ``teleop.device``), ``endpoint`` (remote policy; implied by
 ``policy.name=remote``), ``seed`` (episode i runs seed + i), ``seeds`` (comma-separated: one
 episode per listed seed, in order, in place of ``episodes``/``seed``), ``max_steps``, ``realtime``
-(false: a simulated clock, the loop runs as fast as the sim), ``keys`` (e-stop keys on the terminal), ``subscribe_weights`` (local
-policy follows the learner's weight bus, swapping at chunk boundaries), ``summary_json``,
+(false: a simulated clock, the loop runs as fast as the sim), ``keys`` (e-stop keys on the
+terminal), ``subscribe_weights`` (local policy follows the learner's weight bus, swapping at chunk
+boundaries), ``summary_json``,
 ``operator_endpoint`` (the operator runs in another process: ``hil-robot operator``),
 ``transitions`` (stream records to a remote recorder, ``hil-robot receive-transitions``, instead of
 writing a local store).
