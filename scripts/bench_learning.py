@@ -12,7 +12,8 @@ Conditions (same wall-clock budget each):
     rlpd_sparse / rlpd_critic   RLPD with sparse reward / progress-critic reward
                                 (rlpd_critic needs --critic-checkpoint PATH, else it is skipped)
     rlpd_critic_online          RLPD with the reward of critics the learner trains on the run's episodes
-    rlpd_bc    rlpd_sparse + a Q-filtered BC term on the demo and intervention rows (learner.rl_bc_weight=1)
+    rlpd_bc    the RL recipe (recipe=rl, configs/recipe/rl.yaml): rlpd_sparse + a Q-filtered BC term on
+               the demo and intervention rows (learner.rl_bc_weight=1)
     dsrl       DSRL: the RLPD SAC steering the frozen pre-trained flow VLA through its noise (learner=dsrl)
     recap      main + RECAP-style advantage conditioning (advantages from the online critics)
     finetune   weighted BC (as main) starting from the pre-trained VLA instead of fresh weights
@@ -54,8 +55,10 @@ CONDITIONS: dict[str, list[str]] = {
     "rlpd_sparse": [*RLPD, "learner.reward=sparse"],
     "rlpd_critic": [*RLPD, "learner.reward=critic"],
     "rlpd_critic_online": [*RLPD, "learner.reward=critic_online"],  # critics trained on the run's episodes
-    # the actor also imitates the demo + intervention rows where the critic rates them above its own action
-    "rlpd_bc": [*RLPD, "learner.reward=sparse", "learner.rl_bc_weight=1"],
+    # the RL recipe users run (recipe=rl): rlpd_sparse, and the actor also imitates the demo +
+    # intervention rows where the critic rates them above its own action (before 2026-12-07 the same
+    # settings were given as [*RLPD, "learner.reward=sparse", "learner.rl_bc_weight=1"])
+    "rlpd_bc": ["recipe=rl"],
     # the pre-trained VLA (policy.checkpoint is added): steered by DSRL, or fine-tuned by weighted BC
     # (the served chunk is run 5 steps at a time, as the VLA was: per tick, random noise took the
     # frozen BC VLA from 0.20 to 0.05 eval success)

@@ -52,3 +52,23 @@ def test_schema_key_absent_from_yaml_can_be_overridden():
     # teleop/sim_operator.yaml does not list http_port; the dataclass schema does
     cfg = load_config(["teleop.http_port=9443"])
     assert cfg.teleop.http_port == 9443
+
+
+@pytest.mark.parametrize("task", ["pick_cube", "push_target", "peg_insert", "stack_cubes"])
+def test_rl_recipe_is_the_measured_settings_on_every_task(task):
+    # recipe=rl must compose to exactly the settings the learning bench measured as rlpd_bc
+    # (docs/learning.md): the sim recipe + learner=rlpd, batch 256, policy=rl, sparse reward, BC term
+    explicit = load_config([f"experiment=sim_{task}", "learner=rlpd", "learner.batch_size=256", "policy=rl",
+                            "learner.reward=sparse", "learner.rl_bc_weight=1"])
+    recipe = load_config([f"experiment=sim_{task}", "recipe=rl"])
+    assert recipe == explicit
+    assert recipe.learner.algorithm == "rlpd" and recipe.policy.name == "rl" and recipe.learner.rl_bc_weight == 1.0
+    assert recipe.sim.task == task and recipe.learner.pre_intervention_k == 30  # the sim recipe's settings stay
+    # the command line still wins over the recipe
+    assert load_config([f"experiment=sim_{task}", "recipe=rl", "learner.rl_bc_weight=0"]).learner.rl_bc_weight == 0.0
+    assert load_config([f"experiment=sim_{task}"]).learner.algorithm == "weighted_bc"  # the default is unchanged
+
+
+def test_bad_recipe_lists_available():
+    with pytest.raises(ConfigError, match="rl"):
+        load_config(["recipe=nope"])
