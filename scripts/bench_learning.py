@@ -28,7 +28,8 @@ Conditions (same wall-clock budget each):
 JSON keys: final_success, minutes_to_90pct (null if not reached), final_intervention_rate,
 wbc_minus_bc_success, critic_minus_sparse_success, critic_online_minus_sparse_success, rlpd_bc_minus_sparse_success,
 dsrl_minus_base_success, finetune_minus_main_success, recap_minus_main_success (null when a condition was not run),
-base_vla_success (the pre-trained VLA evaluated frozen on the runs' eval seeds).
+base_vla_success (the pre-trained VLA evaluated frozen on the runs' eval seeds) — pick_cube's;
+per_task: the same keys for each task that has runs; tasks: the per-task table's figures.
 """
 
 from __future__ import annotations
@@ -81,6 +82,31 @@ def result_key(task: str, name: str) -> str:
     """results.json key of one (task, condition) run: the condition alone for pick_cube (as before
     --tasks existed, so earlier files still merge), ``task/condition`` for the other tasks."""
     return name if task == "pick_cube" else f"{task}/{name}"
+
+
+def task_metrics(results: dict[str, dict[str, Any]], task: str, base: float | None) -> dict[str, float | None]:
+    """One task's headline figures and ablation differences (final eval success, a minus b; None
+    when a condition was not run)."""
+    def final(name: str, key: str = "final_eval_success") -> float | None:
+        return _num(results.get(result_key(task, name), {}).get(key))
+
+    def diff(a: str, b: str) -> float | None:
+        fa, fb = final(a), final(b)
+        return None if fa is None or fb is None else fa - fb
+
+    return {
+        "final_success": final("main"),
+        "minutes_to_90pct": minutes_to(results.get(result_key(task, "main"), {}).get("rounds") or [], 0.9),
+        "final_intervention_rate": final("main", "final_intervention_rate"),
+        "wbc_minus_bc_success": diff("main", "bc"),
+        "critic_minus_sparse_success": diff("rlpd_critic", "rlpd_sparse"),
+        "critic_online_minus_sparse_success": diff("rlpd_critic_online", "rlpd_sparse"),
+        "rlpd_bc_minus_sparse_success": diff("rlpd_bc", "rlpd_sparse"),
+        "base_vla_success": base,
+        "dsrl_minus_base_success": None if final("dsrl") is None or base is None else final("dsrl") - base,
+        "finetune_minus_main_success": diff("finetune", "main"),
+        "recap_minus_main_success": diff("recap", "main"),
+    }
 
 
 def run_condition(name: str, extra: list[str], minutes: float, out_dir: Path, task: str = "pick_cube") -> dict[str, Any]:
@@ -273,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
+    merged_from: dict[str, str] = {}
     for path in [p.strip() for p in args.merge.split(",") if p.strip()]:
         try:
             earlier = json.loads(Path(path).read_text())
@@ -280,7 +307,13 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--merge {path}: cannot read a results.json ({exc}); pass the file bench_learning wrote under --out")
         if not isinstance(earlier, dict) or not all(isinstance(v, dict) and "rounds" in v for v in earlier.values()):
             ap.error(f"--merge {path}: not a bench_learning results.json (condition -> {{rounds: [...]}})")
-        results.update({k: v for k, v in earlier.items() if k not in names})
+        for k, v in earlier.items():
+            if k in names:
+                continue  # run now: this run's figures win
+            if k in merged_from:
+                ap.error(f"--merge: {k!r} is in both {merged_from[k]} and {path}; merge one run per task/condition "
+                         "(rename the key in one file if they are different settings)")
+            results[k], merged_from[k] = v, path
     quick = QUICK if args.quick else []
     base_success: dict[str, float | None] = {}
     for task in tasks:
@@ -333,29 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(per_task) > 1 or len(tasks) > 1:
         print_task_table(per_task)
 
-    def final(name: str, key: str = "final_eval_success") -> float | None:
-        return _num(results.get(name, {}).get(key))
-
-    def diff(a: str, b: str) -> float | None:
-        fa, fb = final(a), final(b)
-        return None if fa is None or fb is None else fa - fb
-
-    main_rounds = results.get("main", {}).get("rounds") or []
-    base = base_success.get("pick_cube")
-    metrics = {
-        "final_success": final("main"),
-        "minutes_to_90pct": minutes_to(main_rounds, 0.9),
-        "final_intervention_rate": final("main", "final_intervention_rate"),
-        "wbc_minus_bc_success": diff("main", "bc"),
-        "critic_minus_sparse_success": diff("rlpd_critic", "rlpd_sparse"),
-        "critic_online_minus_sparse_success": diff("rlpd_critic_online", "rlpd_sparse"),
-        "rlpd_bc_minus_sparse_success": diff("rlpd_bc", "rlpd_sparse"),
-        "base_vla_success": base,
-        "dsrl_minus_base_success": None if final("dsrl") is None or base is None else final("dsrl") - base,
-        "finetune_minus_main_success": diff("finetune", "main"),
-        "recap_minus_main_success": diff("recap", "main"),
-        "tasks": per_task,
-    }
+    metrics = {**task_metrics(results, "pick_cube", base_success.get("pick_cube")), "tasks": per_task,
+               # the same figures for every task that has runs (pick_cube's are the top-level keys)
+               "per_task": {t: task_metrics(results, t, base_success.get(t)) for t in TASKS
+                            if any(result_key(t, n) in results for n in CONDITIONS)}}
     plot(results, out / "learning_curves.png")
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
     print(f"\nplots: {out / 'learning_curves.png'}  per-condition run dirs under {out}")

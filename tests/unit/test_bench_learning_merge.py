@@ -120,3 +120,30 @@ def test_rounds_without_eval_are_skipped_by_the_figures_and_every_nth_round_and_
     assert all(evaluates(r, load_config([]).experiment, False) for r in range(1, 6))  # default: every round
     with pytest.raises(ConfigError, match="eval_every_rounds"):
         load_config(["experiment.eval_every_rounds=0"])
+
+
+def test_each_task_gets_its_own_ablation_differences(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"push_target/rlpd_sparse": {"rounds": _rounds([0.3, 0.5], [0.3, 0.3]), "final_eval_success": 0.5,
+                                                         "task": "push_target", "condition": "rlpd_sparse"},
+                             "rlpd_sparse": {"rounds": _rounds([0.9, 1.0], [0.1, 0.1]), "final_eval_success": 1.0}}))
+    b.write_text(json.dumps({"push_target/rlpd_bc": {"rounds": _rounds([0.6, 0.75], [0.2, 0.2]), "final_eval_success": 0.75,
+                                                     "task": "push_target", "condition": "rlpd_bc"}}))
+    out = tmp_path / "out.json"
+    assert _bench().main(["--conditions", "", "--merge", f"{a},{b}", "--out", str(tmp_path / "o"), "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["per_task"]["push_target"]["rlpd_bc_minus_sparse_success"] == pytest.approx(0.25)
+    assert got["rlpd_bc_minus_sparse_success"] is None  # pick_cube has no rlpd_bc run
+    assert got["per_task"]["pick_cube"]["rlpd_bc_minus_sparse_success"] is None
+    assert set(got["per_task"]) == {"pick_cube", "push_target"}
+
+
+def test_the_same_run_key_in_two_merged_files_is_refused_naming_both(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    run = {"rounds": _rounds([0.3], [0.3]), "final_eval_success": 0.3, "task": "push_target", "condition": "rlpd_sparse"}
+    a.write_text(json.dumps({"push_target/rlpd_sparse": run}))
+    b.write_text(json.dumps({"push_target/rlpd_sparse": {**run, "final_eval_success": 0.7}}))
+    with pytest.raises(SystemExit):
+        _bench().main(["--conditions", "", "--merge", f"{a},{b}", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert "push_target/rlpd_sparse" in err and str(a) in err and str(b) in err
