@@ -246,17 +246,30 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     # success per wall-clock minute, per env step and per learner update (load slows the clock and
     # the learner, not what a step or an update buys), and the run's autonomy
     fig, ax = plt.subplots(1, 4, figsize=(17, 3.6))
+    # several tasks: one colour per task, one line style + marker per condition, so a task's
+    # conditions are told apart at a glance; one task: one colour per condition
+    tasks = sorted({str(res.get("task") or (k.split("/")[0] if "/" in k else "pick_cube")) for k, res in results.items()})
+    conds = list(dict.fromkeys(str(res.get("condition") or k.split("/")[-1]) for k, res in results.items()))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
     for name, res in results.items():
         rounds = res.get("rounds") or []
         if not rounds:
             continue
+        task = str(res.get("task") or (name.split("/")[0] if "/" in name else "pick_cube"))
+        cond = str(res.get("condition") or name.split("/")[-1])
+        if len(tasks) > 1:
+            ls, mk = styles[conds.index(cond) % len(styles)]
+            kw = {"color": colours[tasks.index(task) % len(colours)], "linestyle": ls, "marker": mk, "markersize": 4}
+        else:
+            kw = {"marker": "o", "linestyle": "-"}
         wall = [r["wall_min"] for r in rounds]
         ev = [r for r in rounds if _num(r.get("eval_success")) is not None]  # evaluated rounds only
-        ax[0].plot([r["wall_min"] for r in ev], [r["eval_success"] for r in ev], "o-", label=name)
-        ax[1].plot([r["env_steps"] for r in ev], [r["eval_success"] for r in ev], "o-", label=name)
+        ax[0].plot([r["wall_min"] for r in ev], [r["eval_success"] for r in ev], label=name, **kw)
+        ax[1].plot([r["env_steps"] for r in ev], [r["eval_success"] for r in ev], label=name, **kw)
         upd = [r for r in ev if _num(r.get("learner_updates")) is not None]
-        ax[2].plot([r["learner_updates"] for r in upd], [r["eval_success"] for r in upd], "o-", label=name)
-        ax[3].plot(wall, [1 - r["intervention_rate"] for r in rounds], "o-", label=name)
+        ax[2].plot([r["learner_updates"] for r in upd], [r["eval_success"] for r in upd], label=name, **kw)
+        ax[3].plot(wall, [1 - r["intervention_rate"] for r in rounds], label=name, **kw)
     kilo = FuncFormatter(lambda v, _pos: f"{v / 1000:g}k" if abs(v) >= 1000 else f"{v:g}")
     for a, xl, yl in zip(ax, ("wall clock [min]", "env steps", "learner updates", "wall clock [min]"),
                          ("eval success (no operator)", "eval success", "eval success",
