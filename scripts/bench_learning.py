@@ -261,6 +261,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
         if len(tasks) > 1:
             ls, mk = styles[conds.index(cond) % len(styles)]
             kw = {"color": colours[tasks.index(task) % len(colours)], "linestyle": ls, "marker": mk, "markersize": 4}
+            name = f"{task}/{cond}"  # pick_cube's results key is the condition alone
         else:
             kw = {"marker": "o", "linestyle": "-"}
         wall = [r["wall_min"] for r in rounds]
