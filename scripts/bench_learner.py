@@ -13,7 +13,8 @@
     python scripts/bench_learner.py [--quick] [--json out.json] [--threads 2]
 
 JSON keys: sac_updates_per_s_128, sac_updates_per_s_64, wbc_steps_per_s, vla_infer_p50_ms,
-critic_infer_per_s (+ sac_ratio_vs_lerobot_128/_64, sac_state_updates_per_s).
+critic_infer_per_s (+ sac_ratio_vs_lerobot_128/_64, sac_state_updates_per_s, rl_recipe_updates_per_s,
+rl_recipe_vs_no_bc: the RL recipe's update rate and its ratio to the same updates without the BC term).
 """
 
 from __future__ import annotations
@@ -58,17 +59,23 @@ def replay_like_batch(n: int, hw: int | None, rng: np.random.Generator, horizon:
     return b
 
 
-def measure_sac(hw: int | None, threads: int, steps: int, batch: int = 256, utd: int = 2) -> dict:
-    """Median seconds per UTD step of ``RLPD.update`` (image mode when hw, else state mode)."""
+def measure_sac(hw: int | None, threads: int, steps: int, batch: int = 256, utd: int = 2,
+                overrides: tuple[str, ...] | None = None) -> dict:
+    """Median seconds per UTD step of ``RLPD.update`` (image mode when hw, else state mode);
+    ``overrides`` replace the learner selection (e.g. the RL recipe: ``("recipe=rl",)``)."""
     from hil_robot.config import load_config
     from hil_robot.learn.rlpd import RLPD, obs_spec_from_batch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     over = ["learner=rlpd_image", f"learner.utd_ratio={utd}"] if hw else ["learner=rlpd", f"learner.utd_ratio={utd}"]
+    if overrides is not None:
+        over = list(overrides)
     cfg = load_config(over + [f"learner.batch_size={batch}"]).learner
     rng = np.random.default_rng(0)
     batches = [replay_like_batch(batch * utd, hw, rng) for _ in range(2)]
+    for b in batches:  # the replay's 50/50 demo+intervention vs online draw (rl_demo_fraction)
+        b["is_offline"] = (np.arange(len(b["reward"])) < cfg.rl_demo_fraction * len(b["reward"])).astype(np.float32)
     agent = RLPD(cfg, obs_spec_from_batch(batches[0], cfg))
     agent.update(batches[0])  # warm-up (allocations, kernel selection)
     times = []
@@ -130,6 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     m = measure_sac(None, th, 2 if args.quick else 100)
     res["sac_state_updates_per_s"] = m["steps_per_s"]
     rows.append(("RLPD UTD steps/s, B=256, utd=2, state only", "1/s", m["steps_per_s"], ""))
+    # the RL recipe's learner (recipe=rl: state, utd 1, the Q-filtered BC term), anchored to the
+    # same updates without the BC term (learner.rl_bc_weight=0), measured alternately
+    n_rl = 2 if args.quick else 60
+    rl, nobc = [], []
+    for _ in range(3):
+        rl.append(measure_sac(None, th, n_rl, utd=1, overrides=("recipe=rl",))["steps_per_s"])
+        nobc.append(measure_sac(None, th, n_rl, utd=1, overrides=("recipe=rl", "learner.rl_bc_weight=0"))["steps_per_s"])
+    res["rl_recipe_updates_per_s"] = float(np.median(rl))
+    res["rl_recipe_vs_no_bc"] = float(np.median(rl) / np.median(nobc))
+    rows.append(("RL recipe updates/s (recipe=rl: B=256, state, Q-filtered BC)", "1/s", res["rl_recipe_updates_per_s"],
+                 f"{res['rl_recipe_vs_no_bc']:.2f}x the same without the BC term ({np.median(nobc):.1f}/s)"))
 
     w = measure_wbc(th, 1 if args.quick else 8)
     res["wbc_steps_per_s"] = w["steps_per_s"]

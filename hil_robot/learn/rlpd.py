@@ -311,11 +311,18 @@ class RLPD:
             return None
         mask = mb["is_offline"].float()
         if self.cfg.rl_bc_q_filter:
+            # evaluated on the offline rows alone (the mask is 0 elsewhere): about half the batch
+            # with rl_demo_fraction 0.5, so the filter's actor and critic passes cost half
+            rows = torch.nonzero(mask > 0).squeeze(1)
+            if rows.numel() == 0:
+                return mask
             with torch.no_grad():
-                a_rec = mb["action"].float()[:, : self.action_dim]
-                a_pi = compose_action(self.actor(self._actor_input(feat, base), deterministic=True)[0], base,
+                f, b = feat[rows], None if base is None else base[rows]
+                a_rec = mb["action"].float()[rows, : self.action_dim]
+                a_pi = compose_action(self.actor(self._actor_input(f, b), deterministic=True)[0], b,
                                       self.cfg.rl_residual_scale)
-                mask = mask * (self.critic(feat, a_rec).mean(0) > self.critic(feat, a_pi).mean(0)).float()
+                better = (self.critic(f, a_rec).mean(0) > self.critic(f, a_pi).mean(0)).float()
+                mask = mask.index_put((rows,), mask[rows] * better)
         return mask
 
     def _update_actor(self, feat: torch.Tensor, base: torch.Tensor | None,

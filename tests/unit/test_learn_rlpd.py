@@ -341,3 +341,27 @@ def test_online_critic_follows_the_experiment_seed(online_replay):
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and streams_a == streams_b
     assert not torch.equal(a[0], c[0]) and streams_a != streams_c
     assert not torch.equal(a[0], a[1])  # the members differ from each other
+
+
+def test_q_filter_on_the_offline_rows_alone_equals_the_full_batch_filter():
+    from hil_robot.learn.rlpd import compose_action, to_torch
+
+    batch = fake_batch(64, seed=5)
+    batch["is_offline"] = (np.arange(64) % 3 == 0).astype(np.float32)  # a third of the rows
+    cfg = learner_cfg("learner.rl_bc_weight=1")
+    torch.manual_seed(0)
+    agent = RLPD(cfg, obs_spec_from_batch(batch, cfg))
+    for _ in range(3):
+        agent.update(batch)  # critics that are not at their initial weights
+    mb = to_torch(batch, agent.device)
+    with torch.no_grad():
+        state, images = agent._inputs(mb, "obs/")
+        feat = agent.featurizer(state, images)
+        a_rec = mb["action"].float()[:, : agent.action_dim]
+        a_pi = compose_action(agent.actor(agent._actor_input(feat, None), deterministic=True)[0], None, cfg.rl_residual_scale)
+        full = mb["is_offline"] * (agent.critic(feat, a_rec).mean(0) > agent.critic(feat, a_pi).mean(0)).float()
+    got = agent._bc_mask(feat, None, mb)
+    assert torch.equal(got, full)
+    assert float(got[mb["is_offline"] == 0].abs().sum()) == 0.0
+    none = dict(mb, is_offline=torch.zeros(64))
+    assert float(agent._bc_mask(feat, None, none).sum()) == 0.0  # no offline rows: nothing imitated, no passes
