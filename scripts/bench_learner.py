@@ -68,9 +68,9 @@ def measure_sac(hw: int | None, threads: int, steps: int, batch: int = 256, utd:
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    over = ["learner=rlpd_image", f"learner.utd_ratio={utd}"] if hw else ["learner=rlpd", f"learner.utd_ratio={utd}"]
-    if overrides is not None:
-        over = list(overrides)
+    if overrides is None:
+        overrides = ("learner=rlpd_image" if hw else "learner=rlpd", f"learner.utd_ratio={utd}")
+    over = list(overrides)
     cfg = load_config(over + [f"learner.batch_size={batch}"]).learner
     rng = np.random.default_rng(0)
     batches = [replay_like_batch(batch * utd, hw, rng) for _ in range(2)]

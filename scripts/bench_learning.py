@@ -84,6 +84,13 @@ def result_key(task: str, name: str) -> str:
     return name if task == "pick_cube" else f"{task}/{name}"
 
 
+def task_and_condition(key: str, res: dict[str, Any]) -> tuple[str, str]:
+    """(task, condition) of one results.json entry: its own fields, else read from the key
+    (``task/condition``, or the condition alone for pick_cube: see result_key)."""
+    task = res.get("task") or (key.split("/")[0] if "/" in key else "pick_cube")
+    return str(task), str(res.get("condition") or key.split("/")[-1])
+
+
 def task_metrics(results: dict[str, dict[str, Any]], task: str, base: float | None) -> dict[str, float | None]:
     """One task's headline figures and ablation differences (final eval success, a minus b; None
     when a condition was not run)."""
@@ -196,8 +203,7 @@ def task_table(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     table: dict[str, dict[str, Any]] = {}
     for key, res in results.items():
         rounds = res.get("rounds") or []
-        task = res.get("task") or (key.split("/")[0] if "/" in key else "pick_cube")
-        cond = res.get("condition") or key.split("/")[-1]
+        task, cond = task_and_condition(key, res)
         last = rounds[-1] if rounds else {}
 
         ci = res.get("final_eval_ci95") or [None, None]
@@ -248,16 +254,16 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(1, 4, figsize=(17, 3.6))
     # several tasks: one colour per task, one line style + marker per condition, so a task's
     # conditions are told apart at a glance; one task: one colour per condition
-    tasks = sorted({str(res.get("task") or (k.split("/")[0] if "/" in k else "pick_cube")) for k, res in results.items()})
-    conds = list(dict.fromkeys(str(res.get("condition") or k.split("/")[-1]) for k, res in results.items()))
+    pairs = {k: task_and_condition(k, res) for k, res in results.items()}
+    tasks = sorted({t for t, _ in pairs.values()})
+    conds = list(dict.fromkeys(c for _, c in pairs.values()))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
     for name, res in results.items():
         rounds = res.get("rounds") or []
         if not rounds:
             continue
-        task = str(res.get("task") or (name.split("/")[0] if "/" in name else "pick_cube"))
-        cond = str(res.get("condition") or name.split("/")[-1])
+        task, cond = pairs[name]
         if len(tasks) > 1:
             ls, mk = styles[conds.index(cond) % len(styles)]
             kw = {"color": colours[tasks.index(task) % len(colours)], "linestyle": ls, "marker": mk, "markersize": 4}
