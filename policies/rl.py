@@ -159,10 +159,17 @@ class TanhGaussianActor(nn.Module):
 
     def forward(self, features: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (action [B, A] in (-1, 1), log_prob [B]); deterministic returns tanh(mean), log_prob 0."""
+        if deterministic:
+            mean = self.mean(self.trunk(features))
+            return torch.tanh(mean), torch.zeros(mean.shape[0], device=mean.device)
+        action, log_prob, _ = self.sample_with_mean(features)
+        return action, log_prob
+
+    def sample_with_mean(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (sampled action [B, A], its log_prob [B], tanh(mean) [B, A]) from one trunk pass (the
+        learner's BC term needs the mean action beside the sample)."""
         h = self.trunk(features)
         mean = self.mean(h)
-        if deterministic:
-            return torch.tanh(mean), torch.zeros(mean.shape[0], device=mean.device)
         log_std = torch.tanh(self.log_std(h))
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1.0)
         std = log_std.exp()
@@ -172,7 +179,7 @@ class TanhGaussianActor(nn.Module):
         # Gaussian log-density minus the tanh Jacobian (numerically stable form)
         log_prob = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         log_prob = log_prob - (2.0 * (math.log(2.0) - pre - F.softplus(-2.0 * pre))).sum(-1)
-        return action, log_prob
+        return action, log_prob, torch.tanh(mean)
 
 
 class GripperCritic(nn.Module):

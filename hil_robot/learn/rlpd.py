@@ -127,8 +127,10 @@ class _ActorLoss(nn.Module):
         self.actor = actor
         self._critic = [critic]  # a list: not a registered submodule
 
-    def forward(self, actor_in, feat, base, alpha, residual_scale, bc_action=None, bc_mask=None, bc_weight=0.0):
-        a, log_prob = self.actor(actor_in)
+    def forward(self, actor_in, feat, base, alpha, residual_scale, bc_action=None, bc_mask=None, bc_weight=0.0,
+                q_filter=False):
+        """-> (loss, log_prob [B], bc loss, the BC mask used [B] or None)."""
+        a, log_prob, mean = self.actor.sample_with_mean(actor_in)  # one trunk pass for the sample and the mean
         total = compose_action(a, base, residual_scale)
         q = self._critic[0](feat, total).mean(0)
         loss = (alpha * log_prob - q).mean()
@@ -136,11 +138,28 @@ class _ActorLoss(nn.Module):
         if bc_weight > 0 and bc_mask is not None and bool(bc_mask.any()):
             # BC on the recorded (demo / operator) actions: the actor's mean action against them,
             # in units of the Q scale so the weight means the same at any reward scale
-            mean_a = compose_action(self.actor(actor_in, deterministic=True)[0], base, residual_scale)
+            mean_a = compose_action(mean, base, residual_scale)
+            if q_filter:
+                bc_mask = q_filter_mask(self._critic[0], feat, bc_action, mean_a.detach(), bc_mask)
             err = (mean_a - bc_action).pow(2).sum(-1)
             bc = (err * bc_mask).sum() / bc_mask.sum().clamp_min(1.0)
             loss = loss + bc_weight * q.detach().abs().mean().clamp_min(1e-2) * bc
-        return loss, log_prob, bc
+        return loss, log_prob, bc, bc_mask
+
+
+@torch.no_grad()
+def q_filter_mask(critic: EnsembleCritic, feat: torch.Tensor, a_rec: torch.Tensor, a_pi: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    """The Q-filter: ``mask`` [B] kept only where Q(s, recorded action) > Q(s, the actor's mean
+    action) (ensemble means). Evaluated on the rows where ``mask`` > 0 alone (the demo and
+    intervention rows, about half the batch), both actions in one critic pass."""
+    rows = torch.nonzero(mask > 0).squeeze(1)
+    if rows.numel() == 0:
+        return mask
+    f = feat[rows]
+    q = critic(torch.cat([f, f]), torch.cat([a_rec[rows], a_pi[rows]])).mean(0)
+    better = (q[: rows.numel()] > q[rows.numel():]).float()
+    return mask.index_put((rows,), mask[rows] * better)
 
 
 class _Temperature(nn.Module):
@@ -303,36 +322,18 @@ class RLPD:
             metrics["rlpd/gripper_toggle_frac"] = float(toggles.mean())
         return feat, base, metrics
 
-    def _bc_mask(self, feat: torch.Tensor, base: torch.Tensor | None, mb: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-        """Which samples the actor imitates: the demo+intervention ones (``is_offline``), and with
-        ``rl_bc_q_filter`` only where Q(s, recorded action) > Q(s, actor's mean action) — the
-        Q-filter: BC pulls only while the critic says the human did better."""
-        if self.cfg.rl_bc_weight <= 0 or "is_offline" not in mb:
-            return None
-        mask = mb["is_offline"].float()
-        if self.cfg.rl_bc_q_filter:
-            # evaluated on the offline rows alone (the mask is 0 elsewhere): about half the batch
-            # with rl_demo_fraction 0.5, so the filter's actor and critic passes cost half
-            rows = torch.nonzero(mask > 0).squeeze(1)
-            if rows.numel() == 0:
-                return mask
-            with torch.no_grad():
-                f, b = feat[rows], None if base is None else base[rows]
-                a_rec = mb["action"].float()[rows, : self.action_dim]
-                a_pi = compose_action(self.actor(self._actor_input(f, b), deterministic=True)[0], b,
-                                      self.cfg.rl_residual_scale)
-                better = (self.critic(f, a_rec).mean(0) > self.critic(f, a_pi).mean(0)).float()
-                mask = mask.index_put((rows,), mask[rows] * better)
-        return mask
-
     def _update_actor(self, feat: torch.Tensor, base: torch.Tensor | None,
                       mb: Mapping[str, torch.Tensor] | None = None) -> dict[str, float]:
-        mask = self._bc_mask(feat, base, mb) if mb is not None else None
-        bc_action = mb["action"].float()[:, : self.action_dim] if mask is not None else None
+        # BC on the demo+intervention rows (is_offline), Q-filtered inside the actor loss with
+        # rl_bc_q_filter: imitated only where the critic rates the recorded action above the actor's
+        use_bc = mb is not None and self.cfg.rl_bc_weight > 0 and "is_offline" in mb
+        mask = mb["is_offline"].float() if use_bc else None
+        bc_action = mb["action"].float()[:, : self.action_dim] if use_bc else None
         self.critic.requires_grad_(False)  # the actor loss must not accumulate critic grads
         try:
-            loss, log_prob, bc = self.actor_step(self._actor_input(feat, base), feat, base, self.alpha,
-                                                 self.cfg.rl_residual_scale, bc_action, mask, self.cfg.rl_bc_weight)
+            loss, log_prob, bc, mask = self.actor_step(self._actor_input(feat, base), feat, base, self.alpha,
+                                                       self.cfg.rl_residual_scale, bc_action, mask,
+                                                       self.cfg.rl_bc_weight, self.cfg.rl_bc_q_filter)
             self.actor_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.actor_opt.step()

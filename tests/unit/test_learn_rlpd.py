@@ -344,7 +344,7 @@ def test_online_critic_follows_the_experiment_seed(online_replay):
 
 
 def test_q_filter_on_the_offline_rows_alone_equals_the_full_batch_filter():
-    from hil_robot.learn.rlpd import compose_action, to_torch
+    from hil_robot.learn.rlpd import compose_action, q_filter_mask, to_torch
 
     batch = fake_batch(64, seed=5)
     batch["is_offline"] = (np.arange(64) % 3 == 0).astype(np.float32)  # a third of the rows
@@ -360,8 +360,47 @@ def test_q_filter_on_the_offline_rows_alone_equals_the_full_batch_filter():
         a_rec = mb["action"].float()[:, : agent.action_dim]
         a_pi = compose_action(agent.actor(agent._actor_input(feat, None), deterministic=True)[0], None, cfg.rl_residual_scale)
         full = mb["is_offline"] * (agent.critic(feat, a_rec).mean(0) > agent.critic(feat, a_pi).mean(0)).float()
-    got = agent._bc_mask(feat, None, mb)
+    got = q_filter_mask(agent.critic, feat, a_rec, a_pi, mb["is_offline"])
+    # the same decisions (a Q difference within float rounding of 0 could flip; none here)
     assert torch.equal(got, full)
+    assert 0 < float(got.sum()) < float(mb["is_offline"].sum())  # the filter keeps some rows, drops others
     assert float(got[mb["is_offline"] == 0].abs().sum()) == 0.0
-    none = dict(mb, is_offline=torch.zeros(64))
-    assert float(agent._bc_mask(feat, None, none).sum()) == 0.0  # no offline rows: nothing imitated, no passes
+    zeros = torch.zeros(64)
+    assert float(q_filter_mask(agent.critic, feat, a_rec, a_pi, zeros).sum()) == 0.0  # no offline rows: nothing
+
+
+def test_actor_sample_with_mean_is_the_sample_and_the_deterministic_action_of_one_pass():
+    from policies.rl import TanhGaussianActor
+
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(12, 6, (32, 32))
+    feat = torch.randn(16, 12)
+    torch.manual_seed(7)
+    a, logp = actor(feat)
+    torch.manual_seed(7)
+    a2, logp2, mean = actor.sample_with_mean(feat)
+    assert torch.equal(a, a2) and torch.equal(logp, logp2)
+    assert torch.allclose(mean, actor(feat, deterministic=True)[0], atol=1e-6)
+
+
+def test_bc_term_trains_the_actor_mean_toward_the_recorded_actions_it_is_allowed_to():
+    """With a BC weight and the filter off, the actor's mean moves toward the offline rows' actions."""
+    from hil_robot.learn.rlpd import to_torch
+
+    batch = fake_batch(64, seed=9)
+    batch["is_offline"] = np.ones(64, np.float32)
+    cfg = learner_cfg("learner.rl_bc_weight=10", "learner.rl_bc_q_filter=false")
+    torch.manual_seed(0)
+    agent = RLPD(cfg, obs_spec_from_batch(batch, cfg))
+    mb = to_torch(batch, agent.device)
+
+    def bc_err() -> float:
+        with torch.no_grad():
+            feat = agent.featurizer(*agent._inputs(mb, "obs/"))
+            mean = agent.actor(feat, deterministic=True)[0]
+            return float((mean - mb["action"].float()[:, : agent.action_dim]).pow(2).sum(-1).mean())
+
+    before = bc_err()
+    metrics = [agent.update(batch) for _ in range(30)]
+    assert bc_err() < 0.8 * before
+    assert all(m["rlpd/bc_frac"] == 1.0 for m in metrics)
