@@ -14,6 +14,7 @@ Conditions (same wall-clock budget each):
     rlpd_critic_online          RLPD with the reward of critics the learner trains on the run's episodes
     rlpd_bc    the RL recipe (recipe=rl, configs/recipe/rl.yaml): rlpd_sparse + a Q-filtered BC term on
                the demo and intervention rows (learner.rl_bc_weight=1)
+    rlpd_bc_critic_online       the RL recipe with the online critics' reward instead of the sparse one
     dsrl       DSRL: the RLPD SAC steering the frozen pre-trained flow VLA through its noise (learner=dsrl)
     recap      main + RECAP-style advantage conditioning (advantages from the online critics)
     finetune   weighted BC (as main) starting from the pre-trained VLA instead of fresh weights
@@ -27,6 +28,7 @@ Conditions (same wall-clock budget each):
 
 JSON keys: final_success, minutes_to_90pct (null if not reached), final_intervention_rate,
 wbc_minus_bc_success, critic_minus_sparse_success, critic_online_minus_sparse_success, rlpd_bc_minus_sparse_success,
+recipe_critic_online_minus_sparse_success (the RL recipe with the online critics' reward minus the recipe),
 dsrl_minus_base_success, finetune_minus_main_success, recap_minus_main_success (null when a condition was not run),
 base_vla_success (the pre-trained VLA evaluated frozen on the runs' eval seeds) — pick_cube's;
 per_task: the same keys for each task that has runs; tasks: the per-task table's figures.
@@ -60,6 +62,8 @@ CONDITIONS: dict[str, list[str]] = {
     # intervention rows where the critic rates them above its own action (before 2026-12-07 the same
     # settings were given as [*RLPD, "learner.reward=sparse", "learner.rl_bc_weight=1"])
     "rlpd_bc": ["recipe=rl"],
+    # the RL recipe with the reward of the online critics: its matched comparison is rlpd_bc
+    "rlpd_bc_critic_online": ["recipe=rl", "learner.reward=critic_online"],
     # the pre-trained VLA (policy.checkpoint is added): steered by DSRL, or fine-tuned by weighted BC
     # (the served chunk is run 5 steps at a time, as the VLA was: per tick, random noise took the
     # frozen BC VLA from 0.20 to 0.05 eval success)
@@ -109,6 +113,7 @@ def task_metrics(results: dict[str, dict[str, Any]], task: str, base: float | No
         "critic_minus_sparse_success": diff("rlpd_critic", "rlpd_sparse"),
         "critic_online_minus_sparse_success": diff("rlpd_critic_online", "rlpd_sparse"),
         "rlpd_bc_minus_sparse_success": diff("rlpd_bc", "rlpd_sparse"),
+        "recipe_critic_online_minus_sparse_success": diff("rlpd_bc_critic_online", "rlpd_bc"),
         "base_vla_success": base,
         "dsrl_minus_base_success": None if final("dsrl") is None or base is None else final("dsrl") - base,
         "finetune_minus_main_success": diff("finetune", "main"),

@@ -138,6 +138,21 @@ def test_each_task_gets_its_own_ablation_differences(tmp_path):
     assert set(got["per_task"]) == {"pick_cube", "push_target"}
 
 
+def test_the_recipe_with_the_online_critics_reward_is_compared_with_the_recipe(tmp_path):
+    bench = _bench()
+    assert bench.CONDITIONS["rlpd_bc_critic_online"] == [*bench.CONDITIONS["rlpd_bc"], "learner.reward=critic_online"]
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps({
+        "push_target/rlpd_bc": {"rounds": _rounds([0.6, 0.75], [0.2, 0.2]), "final_eval_success": 0.75},
+        "push_target/rlpd_bc_critic_online": {"rounds": _rounds([0.7, 0.85], [0.2, 0.2]), "final_eval_success": 0.85},
+        "push_target/rlpd_sparse": {"rounds": _rounds([0.3, 0.5], [0.3, 0.3]), "final_eval_success": 0.5}}))
+    out = tmp_path / "out.json"
+    assert bench.main(["--conditions", "", "--merge", str(a), "--out", str(tmp_path / "o"), "--json", str(out)]) == 0
+    got = json.loads(out.read_text())["per_task"]["push_target"]
+    assert got["recipe_critic_online_minus_sparse_success"] == pytest.approx(0.10)  # against the recipe, not plain RLPD
+    assert got["critic_online_minus_sparse_success"] is None  # plain rlpd_critic_online was not run
+
+
 def test_the_same_run_key_in_two_merged_files_is_refused_naming_both(tmp_path, capsys):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     run = {"rounds": _rounds([0.3], [0.3]), "final_eval_success": 0.3, "task": "push_target", "condition": "rlpd_sparse"}
