@@ -69,9 +69,9 @@ def measure_sac(hw: int | None, threads: int, steps: int, batch: int = 256, utd:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     if overrides is None:
-        overrides = ("learner=rlpd_image" if hw else "learner=rlpd", f"learner.utd_ratio={utd}")
-    over = list(overrides)
-    cfg = load_config(over + [f"learner.batch_size={batch}"]).learner
+        overrides = ("learner=rlpd_image" if hw else "learner=rlpd",)
+    # the sampled batch is utd x batch: the config must split it the same way
+    cfg = load_config(list(overrides) + [f"learner.utd_ratio={utd}", f"learner.batch_size={batch}"]).learner
     rng = np.random.default_rng(0)
     batches = [replay_like_batch(batch * utd, hw, rng) for _ in range(2)]
     for b in batches:  # the replay's 50/50 demo+intervention vs online draw (rl_demo_fraction)
@@ -137,16 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     m = measure_sac(None, th, 2 if args.quick else 100)
     res["sac_state_updates_per_s"] = m["steps_per_s"]
     rows.append(("RLPD UTD steps/s, B=256, utd=2, state only", "1/s", m["steps_per_s"], ""))
-    # the RL recipe's learner (recipe=rl: state, utd 1, the Q-filtered BC term), anchored to the
+    # the RL recipe's learner (recipe=rl: state, utd 2, the Q-filtered BC term), anchored to the
     # same updates without the BC term (learner.rl_bc_weight=0), measured alternately
     n_rl = 2 if args.quick else 60
     rl, nobc = [], []
     for _ in range(3):
-        rl.append(measure_sac(None, th, n_rl, utd=1, overrides=("recipe=rl",))["steps_per_s"])
-        nobc.append(measure_sac(None, th, n_rl, utd=1, overrides=("recipe=rl", "learner.rl_bc_weight=0"))["steps_per_s"])
+        rl.append(measure_sac(None, th, n_rl, utd=2, overrides=("recipe=rl",))["steps_per_s"])
+        nobc.append(measure_sac(None, th, n_rl, utd=2, overrides=("recipe=rl", "learner.rl_bc_weight=0"))["steps_per_s"])
     res["rl_recipe_updates_per_s"] = float(np.median(rl))
     res["rl_recipe_vs_no_bc"] = float(np.median(rl) / np.median(nobc))
-    rows.append(("RL recipe updates/s (recipe=rl: B=256, state, Q-filtered BC)", "1/s", res["rl_recipe_updates_per_s"],
+    rows.append(("RL recipe updates/s (recipe=rl: B=256, utd 2, state, Q-filtered BC)", "1/s", res["rl_recipe_updates_per_s"],
                  f"{res['rl_recipe_vs_no_bc']:.2f}x the same without the BC term ({np.median(nobc):.1f}/s)"))
 
     w = measure_wbc(th, 1 if args.quick else 8)

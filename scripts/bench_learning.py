@@ -13,7 +13,7 @@ Conditions (same wall-clock budget each):
                                 (rlpd_critic needs --critic-checkpoint PATH, else it is skipped)
     rlpd_critic_online          RLPD with the reward of critics the learner trains on the run's episodes
     rlpd_bc    the RL recipe (recipe=rl, configs/recipe/rl.yaml): rlpd_sparse + a Q-filtered BC term on
-               the demo and intervention rows (learner.rl_bc_weight=1)
+               the demo and intervention rows (learner.rl_bc_weight=1), two critic updates per actor update
     rlpd_bc_critic_online       the RL recipe with the online critics' reward instead of the sparse one
     dsrl       DSRL: the RLPD SAC steering the frozen pre-trained flow VLA through its noise (learner=dsrl)
     recap      main + RECAP-style advantage conditioning (advantages from the online critics)

@@ -57,9 +57,10 @@ def test_schema_key_absent_from_yaml_can_be_overridden():
 @pytest.mark.parametrize("task", ["pick_cube", "push_target", "peg_insert", "stack_cubes"])
 def test_rl_recipe_is_the_measured_settings_on_every_task(task):
     # recipe=rl must compose to exactly the settings the learning bench measured as rlpd_bc
-    # (docs/learning.md): the sim recipe + learner=rlpd, batch 256, policy=rl, sparse reward, BC term
+    # (docs/learning.md): the sim recipe + learner=rlpd, batch 256, policy=rl, sparse reward, BC term,
+    # two critic updates per actor update
     explicit = load_config([f"experiment=sim_{task}", "learner=rlpd", "learner.batch_size=256", "policy=rl",
-                            "learner.reward=sparse", "learner.rl_bc_weight=1"])
+                            "learner.reward=sparse", "learner.rl_bc_weight=1", "learner.utd_ratio=2"])
     recipe = load_config([f"experiment=sim_{task}", "recipe=rl"])
     assert recipe == explicit
     assert recipe.learner.algorithm == "rlpd" and recipe.policy.name == "rl" and recipe.learner.rl_bc_weight == 1.0
