@@ -3,6 +3,7 @@ both presets against a fake arm driver, parameter validation, and the JSON recor
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -23,12 +24,19 @@ def ros_args(*args):
     return pytest.mark.parametrize("ros", [args], indirect=True, ids=["params"])
 
 
+_TEST_DOMAIN = 0  # offset of the current test's domain from ROS_DOMAIN_ID (1..9; the graph tests use +101 and up)
+
+
 @pytest.fixture
 def ros(request):
     """rclpy.init with the test's ``--ros-args`` (``ros_args(...)`` parametrizes it), an executor, cleanup."""
     extra = getattr(request, "param", ())
     args = ["--ros-args", *extra] if extra else []
-    rclpy.init(args=["test", *args])
+    # each test in its own DDS domain: a latched message (the previous test's e-stop) from a
+    # participant that has not finished going away cannot reach this test's nodes
+    global _TEST_DOMAIN
+    _TEST_DOMAIN = _TEST_DOMAIN % 9 + 1
+    rclpy.init(args=["test", *args], domain_id=int(os.environ["ROS_DOMAIN_ID"]) + _TEST_DOMAIN)
     ex = MultiThreadedExecutor(num_threads=3)
     nodes = []
 
@@ -51,7 +59,9 @@ def ros(request):
         close = getattr(n, "close", None)
         if callable(close):
             close()
-    ex.shutdown()
+    ex.shutdown(timeout_sec=5.0)
+    for n in nodes:  # the DDS entities go now, not when the garbage collector gets to them
+        n.destroy_node()
     rclpy.shutdown()
 
 
