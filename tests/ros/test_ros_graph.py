@@ -2,8 +2,8 @@
 policy server + bridge, teleop (simulated operator), controller and recorder; this test joins the
 same domain as an observer. Checks: topic rates, the loop closed through topics (policy chunks in,
 commands out, the arm moves, episodes recorded), the e-stop holding the arm (how fast is
-bench_ros.py's figure) and staying latched in the controller until ``estop/reset``, a killed node reported and restarted by
-the runner, and a clean Ctrl-C with no orphans."""
+bench_ros.py's figure) and staying latched in the controller until ``estop/reset``, a killed node
+reported and restarted by the runner, and a clean Ctrl-C with no orphans."""
 
 from __future__ import annotations
 

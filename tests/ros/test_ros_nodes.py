@@ -3,6 +3,7 @@ both presets against a fake arm driver, parameter validation, and the JSON recor
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -24,7 +25,7 @@ def ros_args(*args):
     return pytest.mark.parametrize("ros", [args], indirect=True, ids=["params"])
 
 
-_TEST_DOMAIN = 0  # offset of the current test's domain from ROS_DOMAIN_ID (1..9; the graph tests use +101 and up)
+_DOMAIN_OFFSETS = itertools.cycle(range(1, 10))  # each test's domain: ROS_DOMAIN_ID + 1..9 (the graph tests use +101 and up)
 
 
 @pytest.fixture
@@ -34,9 +35,7 @@ def ros(request):
     args = ["--ros-args", *extra] if extra else []
     # each test in its own DDS domain: a latched message (the previous test's e-stop) from a
     # participant that has not finished going away cannot reach this test's nodes
-    global _TEST_DOMAIN
-    _TEST_DOMAIN = _TEST_DOMAIN % 9 + 1
-    rclpy.init(args=["test", *args], domain_id=int(os.environ["ROS_DOMAIN_ID"]) + _TEST_DOMAIN)
+    rclpy.init(args=["test", *args], domain_id=int(os.environ["ROS_DOMAIN_ID"]) + next(_DOMAIN_OFFSETS))
     ex = MultiThreadedExecutor(num_threads=3)
     nodes = []
 
