@@ -491,6 +491,9 @@ class HilRun:
         if not metas:
             return None
         ep = store.read_episode(metas[-1].episode_id)
+        if not ep.cameras:
+            log.info("no eval video: the episodes hold no camera images (sim.render=false)")
+            return None
         out = self.run_dir / "videos" / "eval_latest.mp4"
         write_mp4(episode_frames(ep), out, int(round(self.cfg.robot.control_hz)))
         return out
@@ -631,6 +634,26 @@ def check_dsrl(cfg: RootConfig) -> None:
                           "policy.n_action_steps=1")
 
 
+def check_images(cfg: RootConfig) -> None:
+    """With sim.render=false the run records no camera images: only a standalone SAC actor from state
+    (or a scripted policy) with the sparse reward can run on that (else the learner or the policy
+    server would fail at its first batch or observation, minutes into the run)."""
+    if cfg.sim.render:
+        return
+    lc, name = cfg.learner, cfg.policy.name
+    needs = []
+    if name not in ("rl", "expert", "noisy_expert", "random"):
+        needs.append(f"policy={name} reads the cameras")
+    if name == "rl" and lc.rl_actor != "standalone":
+        needs.append(f"learner.rl_actor={lc.rl_actor} runs the VLA, which reads the cameras")
+    if lc.rl_obs == "image":
+        needs.append("learner.rl_obs=image trains on the cameras")
+    if lc.reward != "sparse":
+        needs.append(f"learner.reward={lc.reward} scores camera frames")
+    if needs:
+        raise ConfigError(f"sim.render=false records no camera images, but {'; '.join(needs)}: set sim.render=true")
+
+
 def check_paths(cfg: RootConfig) -> None:
     """Checkpoints named in the config exist (else a child would crash at start, three times, and
     the run would stop minutes later with a pointer to its log)."""
@@ -645,6 +668,7 @@ def check_paths(cfg: RootConfig) -> None:
 def main(cfg: RootConfig, overrides: Sequence[str] = (), run_dir: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
     """Importable entry point: the whole run; returns the summary (also in RUN_DIR/summary.json)."""
     check_policy_matches_learner(cfg)
+    check_images(cfg)
     check_paths(cfg)
     run_dir = Path(run_dir or Path(cfg.experiment.run_dir) / time.strftime("%Y%m%d-%H%M%S"))
     hil = HilRun(cfg, overrides, run_dir, quiet=quiet)
@@ -713,7 +737,9 @@ def evaluate(argv: list[str]) -> int:
     lo, hi = wilson_interval(ok, len(metas))
     print(f"eval {cfg.sim.task}: {format_rate(ok, len(metas))} successful (Wilson 95% interval), no operator, "
           f"{cfg.sim.visual} visuals, seeds {opts['seed']}..{opts['seed'] + len(metas) - 1}")
-    if opts["video"] and metas:
+    if opts["video"] and metas and not cfg.sim.render:
+        print("no video: sim.render=false records no camera images")
+    elif opts["video"] and metas:
         from hil_robot.data.cli import episode_frames
         from sim.video import write_mp4
 

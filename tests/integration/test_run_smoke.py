@@ -96,8 +96,9 @@ def test_hil_run_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_rlpd_run_serves_and_uses_the_actor_the_learner_publishes(tmp_path):
+    # from state without rendering, as recipe=rl runs: nothing in the run may need a camera image
     overrides = [*OVERRIDES, "policy=rl", "learner.algorithm=rlpd", "learner.reward=sparse",
-                 "experiment.rounds=2", "experiment.eval_episodes=1"]
+                 "experiment.rounds=2", "experiment.eval_episodes=1", "sim.render=false"]
     cfg = load_config(overrides)
     result = hil_run.main(cfg, overrides, tmp_path / "run", quiet=True)
     assert "error" not in result, result.get("error")
@@ -105,6 +106,8 @@ def test_rlpd_run_serves_and_uses_the_actor_the_learner_publishes(tmp_path):
     deploy = [m for m in store.episodes() if "demo" not in m.segment_counts]
     assert len(deploy) == 2 * 3
     last = store.read_episode(deploy[-1].episode_id)
+    assert last.cameras == []  # nothing rendered, nothing stored
+    assert result["video"] is None  # and no eval video claimed
     used = [int(v) for v, s in zip(last.columns["policy_version"], last.columns["source"]) if int(s) == 0]
     assert used and min(used) >= 1, f"the RL actor ran without the learner's weights: {used}"
     logs = tmp_path / "run" / "logs"

@@ -47,7 +47,7 @@ def test_merge_of_a_foreign_file_is_refused_with_advice(tmp_path):
 
 def test_every_condition_is_a_run_the_learner_and_server_agree_on():
     from hil_robot.config import load_config
-    from hil_robot.run import check_policy_matches_learner
+    from hil_robot.run import check_images, check_policy_matches_learner
 
     bench = _bench()
     for name, overrides in bench.CONDITIONS.items():
@@ -55,6 +55,7 @@ def test_every_condition_is_a_run_the_learner_and_server_agree_on():
             overrides = [*overrides, "policy.checkpoint=runs/pretrained_vla"]
         cfg = load_config(["experiment=sim_pick_cube", *overrides])  # a bad key fails here, naming it
         check_policy_matches_learner(cfg)
+        check_images(cfg)  # a condition whose learner or policy reads cameras also renders them
         assert (cfg.learner.algorithm == "rlpd") == name.startswith(("rlpd", "dsrl")), name
 
 
@@ -162,3 +163,19 @@ def test_the_same_run_key_in_two_merged_files_is_refused_naming_both(tmp_path, c
         _bench().main(["--conditions", "", "--merge", f"{a},{b}", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert "push_target/rlpd_sparse" in err and str(a) in err and str(b) in err
+
+
+def test_a_run_without_images_is_refused_when_something_reads_the_cameras():
+    from hil_robot.config import ConfigError, load_config
+    from hil_robot.run import check_images
+
+    check_images(load_config(["experiment=sim_peg_insert", "recipe=rl", "sim.render=false"]))  # SAC from state: fine
+    for extra, says in ((["learner.reward=critic_online"], "learner.reward=critic_online scores camera frames"),
+                        (["learner.rl_obs=image"], "learner.rl_obs=image"),
+                        (["learner.rl_actor=residual"], "learner.rl_actor=residual runs the VLA")):
+        cfg = load_config(["experiment=sim_peg_insert", "recipe=rl", "sim.render=false", *extra])
+        with pytest.raises(ConfigError, match="set sim.render=true") as e:
+            check_images(cfg)
+        assert says in str(e.value)
+    with pytest.raises(ConfigError, match="policy=vla reads the cameras"):
+        check_images(load_config(["experiment=sim_pick_cube", "sim.render=false"]))  # the main job's VLA
