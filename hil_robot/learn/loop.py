@@ -367,9 +367,10 @@ class Learner:
 
     @property
     def _rlpd_images(self) -> bool:
-        """Whether RLPD batches carry the cameras: from state with the stored reward nothing reads them."""
+        """Whether RLPD batches carry the cameras: from state with the stored reward nothing reads them
+        (the online critics fetch the frames of the rows they score from the replay themselves)."""
         lc = self.cfg.learner
-        return lc.rl_obs == "image" or lc.rl_actor == "residual" or lc.reward != "sparse"
+        return lc.rl_obs == "image" or lc.rl_actor == "residual" or lc.reward == "critic"
 
     @property
     def delta_mode(self) -> bool:

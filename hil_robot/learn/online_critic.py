@@ -159,13 +159,24 @@ class OnlineCritic:
         return {}
 
     # ------------------------------------------------------------------ scoring
+    def _frames(self, batch: dict[str, Any], prefix: str, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """The cameras of batch rows ``rows`` (``prefix`` obs | next_obs): from the batch when it carries
+        them, else straight from the replay by ``replay_row`` — a state-only RL batch leaves the images
+        out, and only the rows scored here need them (copying every row's was most of an update)."""
+        cams = self.models[0].cfg.cameras
+        if all(f"{prefix}/images/{c}" in batch for c in cams):
+            return {c: torch.from_numpy(batch[f"{prefix}/images/{c}"][rows]).to(self.device) for c in cams}
+        at = np.asarray(batch["replay_row"], np.int64)[rows]
+        if prefix == "next_obs":
+            at = self.buffer._next[at]
+        return {c: torch.from_numpy(self.buffer._images[c][at]).to(self.device) for c in cams}
+
     @torch.no_grad()
     def score(self, batch: dict[str, Any], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-> (reward [n], terminal [n]) for batch rows ``rows`` (critic-ensemble reward, module docstring)."""
-        cams = self.models[0].cfg.cameras
-        fa = {"images": {c: torch.from_numpy(batch[f"obs/images/{c}"][rows]).to(self.device) for c in cams},
+        fa = {"images": self._frames(batch, "obs", rows),
               "state": torch.from_numpy(batch["obs/state"][rows]).to(self.device)}
-        fb = {"images": {c: torch.from_numpy(batch[f"next_obs/images/{c}"][rows]).to(self.device) for c in cams},
+        fb = {"images": self._frames(batch, "next_obs", rows),
               "state": torch.from_numpy(batch["next_obs/state"][rows]).to(self.device)}
         text = self.models[0].encode_text([batch["instruction"][i] for i in rows], self.device)
         deltas, dones = [], []

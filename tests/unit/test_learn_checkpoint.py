@@ -158,3 +158,21 @@ def test_critic_reward_scores_each_stored_transition_once(tmp_path):
     assert 0 < stats["scored"] <= total_steps  # each distinct transition scored at most once
     assert stats["hits"] >= 20 * 16 - total_steps
     learner.close()
+
+
+def test_rl_from_state_with_the_online_critics_samples_no_images_and_still_updates(tmp_path):
+    """learner.reward=critic_online from state: the batch leaves the cameras out (the critics read the
+    frames of the rows they score from the replay), the rewards are the critics', updates run."""
+    _store(tmp_path / "store")
+    cfg = load_config(["learner=rlpd", "learner.batch_size=16", "learner.max_updates=3", "learner.min_replay_steps=8",
+                       "learner.reward=critic_online", "learner.critic_online_warmup_steps=2",
+                       "learner.checkpoint_every_s=1000", "experiment.wandb_mode=disabled"])
+    learner = Learner(cfg, [tmp_path / "store"], tmp_path / "run")
+    try:
+        batch = learner.sample()
+        assert not any("/images/" in k for k in batch)
+        assert learner.online_critic is not None and learner.online_critic.stats["scored"] > 0
+        assert np.isfinite(batch["reward"]).all() and float(np.std(batch["reward"])) > 0  # scored, not the stored 0/1
+        assert learner.run()["step"] == 3
+    finally:
+        learner.close()

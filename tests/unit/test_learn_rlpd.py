@@ -320,6 +320,27 @@ def test_online_critic_relabels_reward_and_terminal_and_caches_per_version(onlin
     assert (out["done"] == 1).all() and (out["truncated"] == 0).all() and (out["reward"] >= 0).all()  # Δ + bonus 1
 
 
+def test_online_critic_scores_a_state_only_batch_from_the_replays_frames(online_replay):
+    """A batch sampled without cameras (what the learner samples from state) gets the same rewards
+    and terminals as the same rows with their images: the critic reads the scored rows' frames."""
+    from hil_robot.learn.online_critic import OnlineCritic
+
+    lc = learner_cfg("learner.reward=critic_online", "learner.critic_online_warmup_steps=2",
+                     "learner.critic_online_done_threshold=0.3")
+    full = online_replay.sample(48, 1, view="all", rng=np.random.default_rng(4))
+    lean = online_replay.sample(48, 1, view="all", rng=np.random.default_rng(4), images=False)
+    assert not any(k.startswith(("obs/images", "next_obs/images")) for k in lean)
+    oc = OnlineCritic(lc, online_replay.buffer)
+    oc.maybe_train()
+    rows = np.arange(48)
+    for x, y in zip(oc.score(full, rows), oc.score(lean, rows)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    # the frames it read are the batch's own: next_obs is the row's successor in the replay
+    for prefix in ("obs", "next_obs"):
+        for c in oc.models[0].cfg.cameras:
+            np.testing.assert_array_equal(oc._frames(lean, prefix, rows)[c].numpy(), full[f"{prefix}/images/{c}"])
+
+
 def test_online_critic_follows_the_experiment_seed(online_replay):
     """Same experiment.seed: the same initial members and sample streams; another seed: others.
     Building the ensemble leaves the learner's own torch RNG where it was."""
