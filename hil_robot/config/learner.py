@@ -80,6 +80,7 @@ class LearnerConfig:
     init_temperature: float = 0.01
     num_critics: int = 2  # ensemble size (RLPD: 2, or 10 with rl_critic_subsample=2)
     utd_ratio: int = 1  # critic updates per actor update (update-to-data ratio)
+    rl_n_step: int = 1  # TD target over this many recorded steps (sum of gamma^i r, then gamma^n V); sparse reward only
     reward: str = "sparse"  # sparse (stored reward) | critic (progress-critic dense reward)
     rl_obs: str = "state"  # state (obs/state + obs/task_state) | image (cameras + obs/state)
     rl_cameras: tuple[str, ...] = ()  # image mode: cameras to use ((): all in the batch)
@@ -177,5 +178,10 @@ class LearnerConfig:
             raise ConfigError(
                 f"learner.rl_critic_subsample={self.rl_critic_subsample} must be <= learner.num_critics={self.num_critics}"
             )
+        positive("learner.rl_n_step", self.rl_n_step)
+        if self.rl_n_step > 1 and (self.reward != "sparse" or self.rl_actor != "standalone"):
+            raise ConfigError(f"learner.rl_n_step={self.rl_n_step} sums the stored reward over recorded steps: it needs "
+                              f"learner.reward=sparse and learner.rl_actor=standalone (got reward={self.reward}, "
+                              f"rl_actor={self.rl_actor}); set learner.rl_n_step=1")
         if not self.rl_hidden_dims or any(h <= 0 for h in self.rl_hidden_dims):
             raise ConfigError(f"learner.rl_hidden_dims={list(self.rl_hidden_dims)} must be a non-empty list of positive widths")

@@ -59,6 +59,27 @@ def sample_rlpd(replay: Any, n: int, demo_fraction: float, rng: np.random.Genera
                        replay.sample(n - n_off, 1, view="online", rng=rng, images=images))
 
 
+def n_step_targets(buffer: Any, batch: dict[str, Any], n: int, gamma: float, images: bool = False) -> dict[str, Any]:
+    """The batch's transitions stretched over up to ``n`` recorded steps (``learner.rl_n_step``):
+    reward = sum of gamma^i r_{t+i}, ``discount`` = gamma^m for a span of m steps (shorter where the
+    episode ends), done / truncated and next_obs of the span's last step. A span ending on a step that
+    can neither bootstrap nor is terminal is replaced by another row of the batch (the size stays)."""
+    size = len(batch["reward"])
+    span = buffer.n_step(np.asarray(batch["replay_row"]), n, gamma)
+    keep = np.flatnonzero(span["valid"])
+    if len(keep) == 0:
+        return batch
+    if len(keep) < size:  # rare: refill from the valid rows so the update's batch size holds
+        from hil_robot.learn.dsrl import take_rows
+
+        fill = np.resize(keep, size)
+        batch, span = take_rows(batch, fill, size), {k: v[fill] for k, v in span.items()}
+    nxt = buffer.gather(span["end_row"], 1, np.ones(size, np.float32), next_obs=True, images=images)
+    batch.update({k: v for k, v in nxt.items() if k.startswith("next_obs/")})
+    batch.update(reward=span["reward"], done=span["done"], truncated=span["truncated"], discount=span["discount"])
+    return batch
+
+
 @torch.no_grad()
 def add_base_actions(batch: dict[str, Any], vla: Any) -> dict[str, Any]:
     """Residual RL: the VLA's first action at obs and next_obs -> ``obs/base_action``,
@@ -354,6 +375,8 @@ class Learner:
         if lc.algorithm == "rlpd":
             batch = sample_rlpd(self.replay, self.per_rank_batch * lc.utd_ratio, lc.rl_demo_fraction,
                                 self.sample_rng, images=self._rlpd_images)
+            if lc.rl_n_step > 1:
+                batch = n_step_targets(self.replay.buffer, batch, lc.rl_n_step, lc.gamma, images=self._rlpd_images)
             if lc.rl_actor == "residual":
                 add_base_actions(batch, self.vla)
             if lc.reward == "critic":

@@ -212,3 +212,36 @@ def test_empty_view_gives_a_clear_error(tmp_path):
     replay = StoreReplay([store], capacity_steps=10)
     with pytest.raises(ValueError, match="'offline' is empty"):
         replay.sample(4, view="offline")
+
+
+def test_n_step_targets_sum_the_discounted_reward_and_bootstrap_from_n_steps_ahead(tmp_path):
+    from hil_robot.learn.loop import n_step_targets, sample_rlpd
+
+    store = _store(tmp_path / "s", [([D] * 10, True, True), ([A] * 6 + [R] * 2 + [C] * 4, True, True)])
+    replay = StoreReplay([store], capacity_steps=100, seed=0)
+    buf = replay.buffer
+    gamma, n = 0.5, 3
+    one = sample_rlpd(replay, 64, 0.5, np.random.default_rng(1), images=False)
+    out = n_step_targets(buf, dict(one), n, gamma)
+    assert len(out["reward"]) == 64 and (out["is_offline"] == one["is_offline"]).all()
+    for i, row in enumerate(one["replay_row"]):
+        cur, ret, m = int(row), float(buf._reward[row]), 1  # walk the episode by hand
+        while m < n and buf._succ[cur] >= 0:
+            cur = int(buf._succ[cur])
+            ret += gamma ** m * float(buf._reward[cur])
+            m += 1
+        assert out["reward"][i] == pytest.approx(ret) and out["discount"][i] == pytest.approx(gamma ** m)
+        assert out["done"][i] == buf._done[cur]
+        np.testing.assert_array_equal(out["next_obs/state"][i], buf._obs["state"][buf._next[cur]])
+    assert (out["discount"] < gamma ** 2).any() and (out["reward"] > 0).any()  # 3-step spans, the success reward reached
+    # the update reads what it reads from one step: obs, action, offline mask unchanged
+    for k in ("obs/state", "action", "is_offline"):
+        np.testing.assert_array_equal(out[k], one[k])
+
+
+def test_n_step_needs_the_stored_reward():
+    from hil_robot.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="rl_n_step=3 .*learner.reward=sparse"):
+        load_config(["learner=rlpd", "learner.rl_n_step=3", "learner.reward=critic_online"])
+    assert load_config(["learner=rlpd", "learner.rl_n_step=3"]).learner.rl_n_step == 3

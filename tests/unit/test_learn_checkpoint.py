@@ -176,3 +176,19 @@ def test_rl_from_state_with_the_online_critics_samples_no_images_and_still_updat
         assert learner.run()["step"] == 3
     finally:
         learner.close()
+
+
+def test_n_step_rl_samples_span_targets_and_updates(tmp_path):
+    _store(tmp_path / "store")
+    cfg = load_config(["learner=rlpd", "learner.batch_size=16", "learner.max_updates=3", "learner.min_replay_steps=8",
+                       "learner.rl_n_step=3", "learner.checkpoint_every_s=1000", "experiment.wandb_mode=disabled"])
+    learner = Learner(cfg, [tmp_path / "store"], tmp_path / "run")
+    try:
+        batch = learner.sample()
+        g = cfg.learner.gamma
+        d = batch["discount"].astype(np.float64)[:, None]
+        assert len(batch["reward"]) == 16 and (np.abs(d - [g, g ** 2, g ** 3]).min(1) < 1e-6).all()  # spans of 1-3 steps
+        assert (np.abs(d - g ** 3) < 1e-6).any()
+        assert learner.run()["step"] == 3
+    finally:
+        learner.close()
