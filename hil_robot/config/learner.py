@@ -80,7 +80,7 @@ class LearnerConfig:
     init_temperature: float = 0.01
     num_critics: int = 2  # ensemble size (RLPD: 2, or 10 with rl_critic_subsample=2)
     utd_ratio: int = 1  # critic updates per actor update (update-to-data ratio)
-    rl_n_step: int = 1  # TD target over this many recorded steps (sum of gamma^i r, then gamma^n V); sparse reward only
+    rl_n_step: int = 1  # TD target over up to this many recorded steps (sum of gamma^i r, then gamma^m V); sparse reward only
     reward: str = "sparse"  # sparse (stored reward) | critic (progress-critic dense reward)
     rl_obs: str = "state"  # state (obs/state + obs/task_state) | image (cameras + obs/state)
     rl_cameras: tuple[str, ...] = ()  # image mode: cameras to use ((): all in the batch)
