@@ -486,14 +486,14 @@ class HilRun:
         from hil_robot.data.cli import episode_frames
         from sim.video import write_mp4
 
+        if not self.cfg.sim.render:
+            log.info("no eval video: sim.render=false records no camera images")
+            return None
         store = EpisodeStore(self.eval_store, read_only=True)
         metas = store.episodes()
         if not metas:
             return None
         ep = store.read_episode(metas[-1].episode_id)
-        if not ep.cameras:
-            log.info("no eval video: the episodes hold no camera images (sim.render=false)")
-            return None
         out = self.run_dir / "videos" / "eval_latest.mp4"
         write_mp4(episode_frames(ep), out, int(round(self.cfg.robot.control_hz)))
         return out

@@ -172,9 +172,7 @@ class NoiseLabeler:
             batch = take_rows(batch, keep, n)
         if self.span > 1:
             span = {k: v[keep] for k, v in span.items()}
-            nxt = self.buffer.gather(span["end_row"], 1, np.ones(len(keep), np.float32), next_obs=True, images=self.images)
-            batch.update({k: v for k, v in nxt.items() if k.startswith("next_obs/")})
-            batch.update(reward=span["reward"], done=span["done"], truncated=span["truncated"], discount=span["discount"])
+            apply_spans(self.buffer, batch, span, self.images)
             self.stats["spans"] += len(keep)
             self.stats["span_steps"] += int(span["steps"].sum())
         return batch
@@ -190,6 +188,16 @@ class NoiseLabeler:
         if self.stats["spans"]:
             out["dsrl/span_steps"] = self.stats["span_steps"] / self.stats["spans"]
         return out
+
+
+def apply_spans(buffer: Any, batch: dict[str, Any], span: dict[str, np.ndarray], images: bool) -> dict[str, Any]:
+    """Turn the batch's rows into the multi-step transitions of ``span`` (``buffer.n_step`` of the
+    same rows): next_obs of the span's last step, its summed discounted reward, done, truncated and
+    ``discount`` (gamma^m). In place; returns the batch."""
+    nxt = buffer.gather(span["end_row"], 1, np.ones(len(span["end_row"]), np.float32), next_obs=True, images=images)
+    batch.update({k: v for k, v in nxt.items() if k.startswith("next_obs/")})
+    batch.update(reward=span["reward"], done=span["done"], truncated=span["truncated"], discount=span["discount"])
+    return batch
 
 
 def take_rows(batch: dict[str, Any], idx: np.ndarray, n: int) -> dict[str, Any]:

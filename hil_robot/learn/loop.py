@@ -64,20 +64,17 @@ def n_step_targets(buffer: Any, batch: dict[str, Any], n: int, gamma: float, ima
     reward = sum of gamma^i r_{t+i}, ``discount`` = gamma^m for a span of m steps (shorter where the
     episode ends), done / truncated and next_obs of the span's last step. A span ending on a step that
     can neither bootstrap nor is terminal is replaced by another row of the batch (the size stays)."""
+    from hil_robot.learn.dsrl import apply_spans, take_rows
+
     size = len(batch["reward"])
     span = buffer.n_step(np.asarray(batch["replay_row"]), n, gamma)
     keep = np.flatnonzero(span["valid"])
     if len(keep) == 0:
         return batch
     if len(keep) < size:  # rare: refill from the valid rows so the update's batch size holds
-        from hil_robot.learn.dsrl import take_rows
-
         fill = np.resize(keep, size)
         batch, span = take_rows(batch, fill, size), {k: v[fill] for k, v in span.items()}
-    nxt = buffer.gather(span["end_row"], 1, np.ones(size, np.float32), next_obs=True, images=images)
-    batch.update({k: v for k, v in nxt.items() if k.startswith("next_obs/")})
-    batch.update(reward=span["reward"], done=span["done"], truncated=span["truncated"], discount=span["discount"])
-    return batch
+    return apply_spans(buffer, batch, span, images)
 
 
 @torch.no_grad()
